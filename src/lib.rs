@@ -1,0 +1,3 @@
+//! memcrab: a memcached-compatible cache server.
+pub mod protocol;
+pub mod storage;

@@ -1,0 +1,172 @@
+//! Bytes to requests. Pure and synchronous: no I/O, no storage. A parser looks at the
+//! buffered input and answers with a [`Parsed`]: a request and the bytes it used, a need for
+//! more bytes, an error to reply with, or an order to close the connection.
+//!
+//! Requests borrow keys and values from the input buffer, so parsing copies nothing.
+
+pub mod ascii;
+
+/// Longest key memcached accepts ("the key must not exceed 250 characters", protocol.txt, Keys).
+pub const MAX_KEY_LEN: usize = 250;
+
+/// How a storage command treats an existing item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    Cas(u64),
+}
+
+/// `shutdown [graceful]`; anything else is refused once shutdown is enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMode {
+    Immediate,
+    Graceful,
+    Invalid,
+}
+
+/// One classic command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// get, gets, gat, gats. `keys` is the space-separated rest of the line, already checked.
+    Get {
+        keys: &'a [u8],
+        with_cas: bool,
+        touch: Option<i64>,
+    },
+    Store {
+        mode: StoreMode,
+        key: &'a [u8],
+        flags: u32,
+        exptime: i64,
+        value: &'a [u8],
+        noreply: bool,
+    },
+    /// A storage command whose data exceeds the item size limit. The connection skips the
+    /// `swallow` bytes of data and terminator that follow the line.
+    TooLarge {
+        mode: StoreMode,
+        key: &'a [u8],
+        swallow: usize,
+        noreply: bool,
+    },
+    Delete {
+        key: &'a [u8],
+        noreply: bool,
+    },
+    Delta {
+        key: &'a [u8],
+        incr: bool,
+        delta: u64,
+        noreply: bool,
+    },
+    Touch {
+        key: &'a [u8],
+        exptime: i64,
+        noreply: bool,
+    },
+    FlushAll {
+        delay: i64,
+        noreply: bool,
+    },
+    Version,
+    Verbosity {
+        level: u32,
+        noreply: bool,
+    },
+    Quit,
+    Shutdown {
+        mode: ShutdownMode,
+    },
+    CacheMemlimit {
+        megabytes: u64,
+        noreply: bool,
+    },
+    /// `stats` and its sub-commands; `args` is the rest of the line.
+    Stats {
+        args: &'a [u8],
+    },
+}
+
+impl Request<'_> {
+    /// Whether the client asked for no reply.
+    pub fn noreply(&self) -> bool {
+        match *self {
+            Request::Store { noreply, .. }
+            | Request::TooLarge { noreply, .. }
+            | Request::Delete { noreply, .. }
+            | Request::Delta { noreply, .. }
+            | Request::Touch { noreply, .. }
+            | Request::FlushAll { noreply, .. }
+            | Request::Verbosity { noreply, .. }
+            | Request::CacheMemlimit { noreply, .. } => noreply,
+            _ => false,
+        }
+    }
+}
+
+/// A malformed request. Each variant is one reply line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// Unknown command or wrong shape: `ERROR`.
+    UnknownCommand,
+    BadCommandLine,
+    BadDataChunk,
+    InvalidExptime,
+    InvalidDelta,
+    DeleteUsage,
+}
+
+impl ProtocolError {
+    /// The reply line, without its `\r\n`.
+    pub fn message(self) -> &'static str {
+        match self {
+            ProtocolError::UnknownCommand => "ERROR",
+            ProtocolError::BadCommandLine => "CLIENT_ERROR bad command line format",
+            ProtocolError::BadDataChunk => "CLIENT_ERROR bad data chunk",
+            ProtocolError::InvalidExptime => "CLIENT_ERROR invalid exptime argument",
+            ProtocolError::InvalidDelta => "CLIENT_ERROR invalid numeric delta argument",
+            ProtocolError::DeleteUsage => {
+                "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]"
+            }
+        }
+    }
+}
+
+/// The parser's answer for the bytes buffered so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// A request and the input bytes it used.
+    Request(Request<'a>, usize),
+    /// Not enough input yet.
+    Incomplete,
+    /// Reply with the error (unless `noreply`), then drop `consumed` bytes of input and
+    /// `swallow` more that have not necessarily arrived yet.
+    Error {
+        error: ProtocolError,
+        consumed: usize,
+        swallow: usize,
+        noreply: bool,
+    },
+    /// Close the connection without a reply (a line too long, an HTTP request).
+    Close,
+}
+
+/// Limits the parser enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `-I`: the largest item. A storage command whose item would be larger is answered
+    /// without buffering its data.
+    pub item_size_max: usize,
+    /// Bytes an item needs besides its key and value (the engine's header).
+    pub item_overhead: usize,
+}
+
+impl Limits {
+    pub fn too_large(&self, key_len: usize, value_len: usize) -> bool {
+        self.item_overhead + key_len + value_len > self.item_size_max
+    }
+}

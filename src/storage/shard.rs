@@ -1,0 +1,652 @@
+//! One shard of the engine: an index from key to item location, the segments the items are
+//! packed into, and the items too large for a segment. Every method here runs under the
+//! shard's lock (the caller holds `&mut Shard`), so nothing in this file synchronises.
+//!
+//! Eviction is FIFO over segments with reinsertion (a CLOCK over segments): when the shard
+//! needs room and the budget is spent, its oldest segment is compacted in place. Items that
+//! were read since they last survived (frequency > 0) are kept, with their frequency lowered,
+//! up to [`KEEP_MAX`] of the segment; expired, flushed and cold items are dropped. The
+//! compacted segment becomes the new write head. See ARCHITECTURE.md for why.
+
+use std::collections::VecDeque;
+
+use hashbrown::HashTable;
+
+use super::expiry::is_expired;
+use super::item::{self, DEAD, FETCHED, FREQ_MASK, ItemMut, ItemRef, NewItem};
+use super::slab::{LARGE_ITEM, Pool, SEGMENT_SHIFT, SEGMENT_SIZE, SizeClasses};
+use super::stats::ShardStats;
+
+/// A location: `segment slot << SEGMENT_SHIFT | offset`, or [`LARGE_SLOT`] in the slot bits
+/// and a large-item slot in the offset bits. 4 bytes per index entry.
+pub(crate) type Loc = u32;
+
+/// Slot bits that mark a large item.
+const LARGE_SLOT: u32 = (1 << (32 - SEGMENT_SHIFT)) - 1;
+/// Segment slots a shard can address; the store sizes shards so that this is never reached.
+pub(crate) const MAX_SEGMENTS: usize = LARGE_SLOT as usize;
+const MAX_LARGE: usize = 1 << SEGMENT_SHIFT;
+const OFFSET_MASK: u32 = (1 << SEGMENT_SHIFT) - 1;
+/// At most this much of a segment survives its eviction pass, so every pass frees at least
+/// a quarter of a segment.
+const KEEP_MAX: usize = SEGMENT_SIZE / 4 * 3;
+/// Large items are charged in whole pages (what the allocator really maps).
+const LARGE_CHARGE_ALIGN: usize = 4096;
+
+fn loc(slot: usize, off: usize) -> Loc {
+    ((slot as u32) << SEGMENT_SHIFT) | off as u32
+}
+
+fn split(loc: Loc) -> (u32, usize) {
+    (loc >> SEGMENT_SHIFT, (loc & OFFSET_MASK) as usize)
+}
+
+fn large_charge(len: usize) -> usize {
+    len.div_ceil(LARGE_CHARGE_ALIGN) * LARGE_CHARGE_ALIGN
+}
+
+/// What a shard needs from the store for one operation.
+pub(crate) struct Ctx<'a> {
+    pub pool: &'a Pool,
+    pub classes: &'a SizeClasses,
+    pub hash: &'a dyn Fn(&[u8]) -> u64,
+    /// Server-relative now.
+    pub now: u32,
+    pub evictions: bool,
+    /// Items last accessed at or before this (relative) time are flushed, once it has come.
+    pub oldest_live: u32,
+}
+
+impl Ctx<'_> {
+    /// Whether a linked item is still visible.
+    pub(crate) fn validity(&self, item: ItemRef<'_>) -> Validity {
+        if is_expired(item.exptime(), self.now) {
+            Validity::Expired
+        } else if self.oldest_live != 0
+            && self.oldest_live <= self.now
+            && item.atime() <= self.oldest_live
+        {
+            Validity::Flushed
+        } else {
+            Validity::Live
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Validity {
+    Live,
+    Expired,
+    Flushed,
+}
+
+/// Why an item leaves the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unlink {
+    /// Deleted, replaced or overwritten by a client.
+    Removed,
+    /// Found expired or flushed by a request.
+    Lazy,
+    /// Found expired or flushed by the reaper.
+    Reaped,
+    /// Expired or flushed, dropped while recycling its segment.
+    Reclaimed,
+    /// Live, dropped to make room.
+    Evicted,
+}
+
+struct Segment {
+    buf: Box<[u8]>,
+    /// Bytes written from the start.
+    used: usize,
+    /// Bytes of linked items.
+    live: usize,
+    /// Bumped whenever items move, so the reaper's cursor can tell.
+    generation: u32,
+}
+
+/// Where the reaper resumes.
+#[derive(Default)]
+struct Cursor {
+    fifo_pos: usize,
+    slot: u32,
+    generation: u32,
+    off: usize,
+}
+
+pub(crate) struct Shard {
+    index: HashTable<Loc>,
+    segs: Vec<Option<Segment>>,
+    free_slots: Vec<u32>,
+    /// Segment slots, oldest first; the back one is the write head.
+    fifo: VecDeque<u32>,
+    large: Vec<Option<Box<[u8]>>>,
+    large_free: Vec<u32>,
+    large_hand: usize,
+    cursor: Cursor,
+    pub(crate) stats: ShardStats,
+}
+
+/// Reads an item's bytes; a free function so that it can borrow these fields while the
+/// index is borrowed mutably.
+fn item_buf<'a>(segs: &'a [Option<Segment>], large: &'a [Option<Box<[u8]>>], at: Loc) -> &'a [u8] {
+    let (slot, off) = split(at);
+    if slot == LARGE_SLOT {
+        large[off].as_deref().expect("index points at a live large item")
+    } else {
+        &segs[slot as usize]
+            .as_ref()
+            .expect("index points at a live segment")
+            .buf[off..]
+    }
+}
+
+impl Shard {
+    pub(crate) fn new(classes: usize) -> Self {
+        Self {
+            index: HashTable::new(),
+            segs: Vec::new(),
+            free_slots: Vec::new(),
+            fifo: VecDeque::new(),
+            large: Vec::new(),
+            large_free: Vec::new(),
+            large_hand: 0,
+            cursor: Cursor::default(),
+            stats: ShardStats::new(classes),
+        }
+    }
+
+    pub(crate) fn item(&self, at: Loc) -> ItemRef<'_> {
+        ItemRef::new(item_buf(&self.segs, &self.large, at))
+    }
+
+    pub(crate) fn item_mut(&mut self, at: Loc) -> ItemMut<'_> {
+        let (slot, off) = split(at);
+        let buf: &mut [u8] = if slot == LARGE_SLOT {
+            self.large[off].as_deref_mut().expect("live large item")
+        } else {
+            &mut self.segs[slot as usize].as_mut().expect("live segment").buf[off..]
+        };
+        ItemMut::new(buf)
+    }
+
+    fn find(&self, hash: u64, key: &[u8]) -> Option<Loc> {
+        let (segs, large) = (&self.segs, &self.large);
+        self.index
+            .find(hash, |&at| ItemRef::new(item_buf(segs, large, at)).key() == key)
+            .copied()
+    }
+
+    /// Finds a visible item; an expired or flushed one is unlinked and reported as such.
+    pub(crate) fn lookup(&mut self, ctx: &Ctx<'_>, hash: u64, key: &[u8]) -> Result<Loc, Validity> {
+        let at = self.find(hash, key).ok_or(Validity::Live)?;
+        match ctx.validity(self.item(at)) {
+            Validity::Live => Ok(at),
+            v => {
+                self.unlink(ctx, hash, at, Unlink::Lazy);
+                Err(v)
+            }
+        }
+    }
+
+    /// Records a read: CLOCK frequency, fetched bit, access time.
+    pub(crate) fn touch_access(&mut self, at: Loc, now: u32) {
+        let mut it = self.item_mut(at);
+        let bits = it.as_ref().bits();
+        let freq = (bits & FREQ_MASK).saturating_add(1).min(FREQ_MASK);
+        it.set_bits((bits & !FREQ_MASK) | freq | FETCHED);
+        it.set_atime(now);
+    }
+
+    /// Removes a linked item from the index and accounts for it.
+    pub(crate) fn unlink(&mut self, ctx: &Ctx<'_>, hash: u64, at: Loc, why: Unlink) {
+        if let Ok(entry) = self.index.find_entry(hash, |&l| l == at) {
+            entry.remove();
+        }
+        self.forget(ctx, at, why);
+    }
+
+    /// Bookkeeping for an item that is no longer indexed: stats, live bytes, memory.
+    fn forget(&mut self, ctx: &Ctx<'_>, at: Loc, why: Unlink) {
+        let it = self.item(at);
+        let (len, bits, exptime, atime) = (it.total_len(), it.bits(), it.exptime(), it.atime());
+        let class = &mut self.stats.classes[ctx.classes.class_of(len)];
+        class.number -= 1;
+        class.bytes -= len as u64;
+        let fetched = bits & FETCHED != 0;
+        match why {
+            Unlink::Removed => {}
+            Unlink::Lazy | Unlink::Reaped | Unlink::Reclaimed => {
+                if !fetched {
+                    class.expired_unfetched += 1;
+                }
+                match why {
+                    Unlink::Reaped => class.crawler_reclaimed += 1,
+                    Unlink::Reclaimed => class.reclaimed += 1,
+                    _ => {}
+                }
+            }
+            Unlink::Evicted => {
+                class.evicted += 1;
+                class.evicted_time = u64::from(ctx.now.saturating_sub(atime));
+                if exptime != 0 {
+                    class.evicted_nonzero += 1;
+                }
+                if !fetched {
+                    class.evicted_unfetched += 1;
+                }
+                if bits & FREQ_MASK != 0 {
+                    class.evicted_active += 1;
+                }
+            }
+        }
+        let (slot, off) = split(at);
+        if slot == LARGE_SLOT {
+            let buf = self.large[off].take().expect("live large item");
+            let charge = large_charge(buf.len());
+            self.large_free.push(off as u32);
+            self.stats.large_bytes -= charge as u64;
+            ctx.pool.uncharge(charge);
+        } else {
+            let seg = self.segs[slot as usize].as_mut().expect("live segment");
+            seg.live -= len;
+            seg.buf[off + 1] |= DEAD;
+        }
+    }
+
+    /// Links a freshly written item, replacing the current item of that key if any.
+    fn link(&mut self, ctx: &Ctx<'_>, hash: u64, at: Loc) {
+        let it = self.item(at);
+        let len = it.total_len();
+        let class = &mut self.stats.classes[ctx.classes.class_of(len)];
+        class.number += 1;
+        class.bytes += len as u64;
+        self.stats.ops.total_items += 1;
+        let (segs, large) = (&self.segs, &self.large);
+        let key = ItemRef::new(item_buf(segs, large, at)).key();
+        let old = match self
+            .index
+            .find_mut(hash, |&l| ItemRef::new(item_buf(segs, large, l)).key() == key)
+        {
+            Some(slot) => Some(std::mem::replace(slot, at)),
+            None => {
+                self.index.insert_unique(hash, at, |&l| {
+                    (ctx.hash)(ItemRef::new(item_buf(segs, large, l)).key())
+                });
+                None
+            }
+        };
+        if let Some(old) = old {
+            self.forget(ctx, old, Unlink::Removed);
+        }
+    }
+
+    /// Writes and links a new item. `Err(())` when no memory could be found in this shard.
+    pub(crate) fn insert(&mut self, ctx: &Ctx<'_>, hash: u64, new: &NewItem<'_>) -> Result<Loc, ()> {
+        let len = new.total_len();
+        let at = if len > LARGE_ITEM {
+            self.alloc_large(ctx, len)?
+        } else {
+            self.alloc_small(ctx, len)?
+        };
+        let (slot, off) = split(at);
+        let dst: &mut [u8] = if slot == LARGE_SLOT {
+            self.large[off].as_deref_mut().expect("just allocated")
+        } else {
+            &mut self.segs[slot as usize].as_mut().expect("just allocated").buf[off..off + len]
+        };
+        new.write(dst);
+        self.link(ctx, hash, at);
+        Ok(at)
+    }
+
+    fn alloc_small(&mut self, ctx: &Ctx<'_>, len: usize) -> Result<Loc, ()> {
+        // Each round either places the item, adds a segment, or frees space; the bound only
+        // guards against a bug turning into a spin.
+        for _ in 0..self.fifo.len() + 3 {
+            if let Some(&head) = self.fifo.back() {
+                let seg = self.segs[head as usize].as_mut().expect("fifo holds live slots");
+                if seg.used + len <= SEGMENT_SIZE {
+                    let off = seg.used;
+                    seg.used += len;
+                    seg.live += len;
+                    return Ok(loc(head as usize, off));
+                }
+            }
+            if ctx.pool.over_limit() && !self.fifo.is_empty() {
+                self.release_oldest(ctx);
+                continue;
+            }
+            if self.segs.len() - self.free_slots.len() < MAX_SEGMENTS
+                && let Some(buf) = ctx.pool.take_segment()
+            {
+                self.add_segment(buf);
+                continue;
+            }
+            if self.fifo.is_empty() {
+                // No segment of our own to recycle: give back large items, else ask the store.
+                if ctx.evictions && self.evict_large(ctx) {
+                    continue;
+                }
+                return Err(());
+            }
+            let freed = self.recycle_oldest(ctx);
+            if freed < len && !ctx.evictions {
+                return Err(());
+            }
+        }
+        Err(())
+    }
+
+    fn add_segment(&mut self, buf: Box<[u8]>) {
+        let seg = Segment {
+            buf,
+            used: 0,
+            live: 0,
+            generation: 0,
+        };
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.segs[slot as usize] = Some(seg);
+                slot
+            }
+            None => {
+                self.segs.push(Some(seg));
+                (self.segs.len() - 1) as u32
+            }
+        };
+        self.fifo.push_back(slot);
+        self.stats.segment_bytes += SEGMENT_SIZE as u64;
+    }
+
+    fn alloc_large(&mut self, ctx: &Ctx<'_>, len: usize) -> Result<Loc, ()> {
+        let charge = large_charge(len);
+        loop {
+            if ctx.pool.try_charge(charge) {
+                break;
+            }
+            if ctx.pool.release_free_segment() {
+                continue;
+            }
+            if !ctx.evictions {
+                return Err(());
+            }
+            if !self.evict_large(ctx) && !self.release_oldest(ctx) {
+                return Err(());
+            }
+        }
+        let slot = match self.large_free.pop() {
+            Some(slot) => slot as usize,
+            None if self.large.len() < MAX_LARGE => {
+                self.large.push(None);
+                self.large.len() - 1
+            }
+            None => {
+                ctx.pool.uncharge(charge);
+                return Err(());
+            }
+        };
+        self.large[slot] = Some(vec![0u8; len].into_boxed_slice());
+        self.stats.large_bytes += charge as u64;
+        Ok(loc(LARGE_SLOT as usize, slot))
+    }
+
+    /// CLOCK over the large items: evicts the first one not read since the hand last passed.
+    fn evict_large(&mut self, ctx: &Ctx<'_>) -> bool {
+        let n = self.large.len();
+        if n == self.large_free.len() {
+            return false;
+        }
+        for _ in 0..n * (FREQ_MASK as usize + 1) + 1 {
+            let i = self.large_hand % n;
+            self.large_hand = i + 1;
+            let Some(buf) = self.large[i].as_deref_mut() else {
+                continue;
+            };
+            let mut it = ItemMut::new(buf);
+            let bits = it.as_ref().bits();
+            if bits & FREQ_MASK > 0 {
+                it.set_bits(bits - 1);
+                continue;
+            }
+            let at = loc(LARGE_SLOT as usize, i);
+            let hash = (ctx.hash)(self.item(at).key());
+            let why = match ctx.validity(self.item(at)) {
+                Validity::Live => Unlink::Evicted,
+                _ => Unlink::Reclaimed,
+            };
+            self.unlink(ctx, hash, at, why);
+            return true;
+        }
+        false
+    }
+
+    /// Compacts the oldest segment in place and makes it the write head; returns the bytes
+    /// freed. Without evictions only dead, expired and flushed items go.
+    fn recycle_oldest(&mut self, ctx: &Ctx<'_>) -> usize {
+        let slot = self.fifo.pop_front().expect("caller checked");
+        let freed = self.compact(ctx, slot, ctx.evictions);
+        self.fifo.push_back(slot);
+        freed
+    }
+
+    /// Empties the oldest segment and returns it to the pool.
+    fn release_oldest(&mut self, ctx: &Ctx<'_>) -> bool {
+        let Some(slot) = self.fifo.pop_front() else {
+            return false;
+        };
+        self.drain_segment(ctx, slot);
+        true
+    }
+
+    fn drain_segment(&mut self, ctx: &Ctx<'_>, slot: u32) {
+        let mut off = 0;
+        while off < self.seg(slot).used {
+            let it = ItemRef::new(&self.seg(slot).buf[off..]);
+            let len = it.total_len();
+            if it.bits() & DEAD == 0 {
+                let why = match ctx.validity(it) {
+                    Validity::Live => Unlink::Evicted,
+                    _ => Unlink::Reclaimed,
+                };
+                let hash = (ctx.hash)(it.key());
+                self.unlink(ctx, hash, loc(slot as usize, off), why);
+            }
+            off += len;
+        }
+        self.free_segment(ctx, slot);
+    }
+
+    fn free_segment(&mut self, ctx: &Ctx<'_>, slot: u32) {
+        let seg = self.segs[slot as usize].take().expect("live segment");
+        self.free_slots.push(slot);
+        self.stats.segment_bytes -= SEGMENT_SIZE as u64;
+        ctx.pool.give_segment(seg.buf);
+    }
+
+    fn seg(&self, slot: u32) -> &Segment {
+        self.segs[slot as usize].as_ref().expect("live segment")
+    }
+
+    /// Moves the items worth keeping to the front of the segment and unlinks the rest.
+    fn compact(&mut self, ctx: &Ctx<'_>, slot: u32, evict: bool) -> usize {
+        let used = self.seg(slot).used;
+        let (mut src, mut dst) = (0, 0);
+        while src < used {
+            let seg = self.segs[slot as usize].as_mut().expect("live segment");
+            let it = ItemRef::new(&seg.buf[src..]);
+            let (len, bits) = (it.total_len(), it.bits());
+            let at = loc(slot as usize, src);
+            if bits & DEAD != 0 {
+                src += len;
+                continue;
+            }
+            let hash = (ctx.hash)(it.key());
+            let validity = ctx.validity(it);
+            let keep = validity == Validity::Live
+                && (!evict || (bits & FREQ_MASK > 0 && dst + len <= KEEP_MAX));
+            if !keep {
+                let why = if validity == Validity::Live {
+                    Unlink::Evicted
+                } else {
+                    Unlink::Reclaimed
+                };
+                self.unlink(ctx, hash, at, why);
+                src += len;
+                continue;
+            }
+            if evict {
+                seg.buf[src + 1] = bits - 1;
+            }
+            if src != dst {
+                seg.buf.copy_within(src..src + len, dst);
+                let moved = loc(slot as usize, dst);
+                if let Some(l) = self.index.find_mut(hash, |&l| l == at) {
+                    *l = moved;
+                }
+            }
+            src += len;
+            dst += len;
+        }
+        let seg = self.segs[slot as usize].as_mut().expect("live segment");
+        seg.used = dst;
+        seg.live = dst;
+        seg.generation = seg.generation.wrapping_add(1);
+        used - dst
+    }
+
+    /// Gives every segment back (for another shard that has none to recycle). Returns
+    /// whether anything was released.
+    pub(crate) fn release_for_other(&mut self, ctx: &Ctx<'_>) -> bool {
+        if !ctx.evictions {
+            return false;
+        }
+        self.release_oldest(ctx) || self.evict_large(ctx)
+    }
+
+    /// Drops every item (flush_all without delay) and returns the memory to the pool.
+    pub(crate) fn clear(&mut self, ctx: &Ctx<'_>) {
+        self.index.clear();
+        while let Some(slot) = self.fifo.pop_front() {
+            self.free_segment(ctx, slot);
+        }
+        for slot in 0..self.large.len() {
+            if let Some(buf) = self.large[slot].take() {
+                let charge = large_charge(buf.len());
+                self.stats.large_bytes -= charge as u64;
+                ctx.pool.uncharge(charge);
+                self.large_free.push(slot as u32);
+            }
+        }
+        for class in &mut self.stats.classes {
+            class.number = 0;
+            class.bytes = 0;
+        }
+        self.index.shrink_to(0, |_| 0);
+    }
+
+    /// Checks up to `budget` items for expiry, unlinking the dead ones; frees segments left
+    /// with no live item. Returns the number of items checked.
+    pub(crate) fn reap(&mut self, ctx: &Ctx<'_>, budget: usize) -> usize {
+        let mut checked = 0;
+        while checked < budget {
+            if self.cursor.fifo_pos >= self.fifo.len() {
+                checked += self.reap_large(ctx);
+                self.cursor = Cursor::default();
+                break;
+            }
+            let slot = self.fifo[self.cursor.fifo_pos];
+            let generation = self.seg(slot).generation;
+            if self.cursor.slot != slot || self.cursor.generation != generation {
+                self.cursor.slot = slot;
+                self.cursor.generation = generation;
+                self.cursor.off = 0;
+            }
+            let used = self.seg(slot).used;
+            while self.cursor.off < used && checked < budget {
+                let off = self.cursor.off;
+                let it = ItemRef::new(&self.seg(slot).buf[off..]);
+                let (len, dead) = (it.total_len(), it.bits() & DEAD != 0);
+                let stale = !dead && ctx.validity(it) != Validity::Live;
+                let hash = if stale { (ctx.hash)(it.key()) } else { 0 };
+                self.cursor.off += len;
+                if dead {
+                    continue;
+                }
+                checked += 1;
+                if stale {
+                    self.unlink(ctx, hash, loc(slot as usize, off), Unlink::Reaped);
+                }
+            }
+            if self.cursor.off >= used {
+                let is_head = self.cursor.fifo_pos + 1 == self.fifo.len();
+                if !is_head && self.seg(slot).live == 0 {
+                    self.fifo.remove(self.cursor.fifo_pos);
+                    self.free_segment(ctx, slot);
+                } else {
+                    self.cursor.fifo_pos += 1;
+                }
+                self.cursor.off = 0;
+            }
+        }
+        self.stats.ops.crawler_items_checked += checked as u64;
+        checked
+    }
+
+    fn reap_large(&mut self, ctx: &Ctx<'_>) -> usize {
+        let mut checked = 0;
+        for i in 0..self.large.len() {
+            if self.large[i].is_none() {
+                continue;
+            }
+            checked += 1;
+            let at = loc(LARGE_SLOT as usize, i);
+            if ctx.validity(self.item(at)) != Validity::Live {
+                let hash = (ctx.hash)(self.item(at).key());
+                self.unlink(ctx, hash, at, Unlink::Reaped);
+            }
+        }
+        checked
+    }
+
+    /// Bytes the index uses (buckets and control bytes).
+    pub(crate) fn index_bytes(&self) -> usize {
+        let buckets = if self.index.capacity() == 0 {
+            0
+        } else {
+            (self.index.capacity() * 8 / 7).next_power_of_two()
+        };
+        buckets * (std::mem::size_of::<Loc>() + 1)
+    }
+
+    pub(crate) fn index_buckets(&self) -> usize {
+        (self.index.capacity() * 8 / 7).next_power_of_two()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Visits every linked item (for dumps), oldest segment first.
+    pub(crate) fn for_each_item(&self, mut f: impl FnMut(ItemRef<'_>)) {
+        for &slot in &self.fifo {
+            let seg = self.seg(slot);
+            let mut off = 0;
+            while off < seg.used {
+                let it = ItemRef::new(&seg.buf[off..]);
+                off += it.total_len();
+                if it.bits() & DEAD == 0 {
+                    f(it);
+                }
+            }
+        }
+        for buf in self.large.iter().flatten() {
+            f(ItemRef::new(buf));
+        }
+    }
+}
+
+/// Total bytes of an item, re-exported for the store's size checks.
+pub(crate) fn item_len(key_len: usize, value_len: usize) -> usize {
+    item::total_len(key_len, value_len)
+}

@@ -1,0 +1,75 @@
+"""libmemcached's ``memccapable`` (Debian package libmemcached-tools), ASCII only.
+
+``memccapable -a`` runs the 27 ASCII checks below (libmemcached-awesome 1.1.4)
+and flushes the server it is pointed at, so it gets a server of its own.
+All 27 pass against memcached 1.6.18, so none is excluded; a check that
+failed there would be listed in KNOWN_MEMCACHED_FAILURES and run apart.
+
+memccapable prints each check's name and ``[pass]`` on stdout but ``[FAIL]``
+and the error on stderr, so a check counts as passed only when its own stdout
+line ends in ``[pass]``.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+ASCII_CHECKS = [
+    "ascii version", "ascii quit", "ascii verbosity",
+    "ascii set", "ascii set noreply", "ascii get", "ascii gets", "ascii mget",
+    "ascii flush", "ascii flush noreply", "ascii add", "ascii add noreply",
+    "ascii replace", "ascii replace noreply", "ascii cas", "ascii cas noreply",
+    "ascii delete", "ascii delete noreply", "ascii incr", "ascii incr noreply",
+    "ascii decr", "ascii decr noreply", "ascii append", "ascii append noreply",
+    "ascii prepend", "ascii prepend noreply", "ascii stat",
+]  # fmt: skip
+
+# Checks that fail against memcached 1.6.18 itself: none.
+KNOWN_MEMCACHED_FAILURES = []
+
+IO_TIMEOUT = 2  # memccapable -t: seconds per IO operation
+RUN_TIMEOUT = 120  # the whole run; about 1 s per check against a silent server
+
+
+def memccapable():
+    path = os.environ.get("MEMCCAPABLE") or shutil.which("memccapable")
+    if path is None:
+        pytest.skip("memccapable not installed (Debian package libmemcached-tools)")
+    return path
+
+
+def run_memccapable(server, *args):
+    return subprocess.run(
+        [memccapable(), "-h", server.address[0], "-p", str(server.port),
+         "-t", str(IO_TIMEOUT), *args],
+        check=False, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+    )  # fmt: skip
+
+
+def check_passed(name, stdout):
+    # memccapable prints "%-40s" with the name, then "[pass]" on success;
+    # after a failure the next name follows on the same stdout line.
+    return re.search(re.escape(name) + r" *\[pass\]", stdout) is not None
+
+
+def test_memccapable_ascii(server):
+    checks = [c for c in ASCII_CHECKS if c not in KNOWN_MEMCACHED_FAILURES]
+    if KNOWN_MEMCACHED_FAILURES:
+        # run the expected-good checks one by one (-T), naming each
+        results = [run_memccapable(server, "-a", "-T", name) for name in checks]
+        returncode = max(r.returncode for r in results)
+        stdout = "".join(r.stdout for r in results)
+        stderr = "".join(r.stderr for r in results)
+    else:
+        result = run_memccapable(server, "-a")
+        returncode, stdout, stderr = result.returncode, result.stdout, result.stderr
+
+    output = f"stdout:\n{stdout}\nstderr:\n{stderr}"
+    failed = [c for c in checks if not check_passed(c, stdout)]
+    assert not failed, f"memccapable checks not passed: {failed}\n{output}"
+    assert "[FAIL]" not in stdout + stderr, output
+    assert returncode == 0, output
+    assert server.is_running()

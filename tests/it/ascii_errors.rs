@@ -1,0 +1,186 @@
+//! Unknown commands, malformed lines, line-length limits, the HTTP guard.
+//!
+//! Every place where these tests assert different bytes for memcrab than for
+//! Debian's memcached 1.6.18 (memcrab follows upstream 1.6.45 there; see
+//! memcached-features.md section 5). Copy this list to docs/compatibility.md.
+//!
+//! | Case | memcached 1.6.18 | memcrab (= 1.6.45) | Test |
+//! |---|---|---|---|
+//! | Storage/get line with too few tokens (`set foo 0 0`, `get`, `gets`) | `ERROR` | `CLIENT_ERROR bad command line format` | `ascii_errors::too_few_tokens`, `ascii_retrieval::get_without_key` |
+//! | Blank or 1-char line (`\r\n`, ` \n`, and the `\n` left after `abcd\r\n` for a 3-byte block) | `ERROR` | `CLIENT_ERROR bad command line format` | `ascii_errors::blank_line`, `ascii_storage::bad_data_chunk_is_client_error` |
+//! | Data block after a storage-line `CLIENT_ERROR` once `<bytes>` parsed (bad flags, exptime, cas unique, 251-byte key, also with `noreply`) | parsed as a command (usually an extra `ERROR`) | swallowed (`<bytes>+2` bytes), no extra reply | `ascii_storage::{negative_or_huge_flags_rejected, bad_exptime_rejected_and_data_swallowed, key_of_251_bytes_is_rejected, cas_with_bad_unique_is_client_error}`, `noreply::overlong_key_with_noreply` |
+//! | Client flags `4294967296` | `STORED`, flags stored as 0 | `CLIENT_ERROR bad command line format`, data swallowed | `ascii_storage::client_flags_above_u32_rejected` |
+//! | `shutdown` without `-A` | `ERROR: shutdown not enabled` | `SERVER_ERROR: shutdown not enabled` | `ascii_admin::shutdown_without_enable_is_refused` |
+//! | `-c N` connection limit | about N-20 clients (fd arithmetic) | exactly N clients, the next gets `ERROR Too many open connections` | `limits::connection_limit_*` |
+//! | `-U <port>` (UDP) | UDP served | startup error (no UDP in memcrab) | `cli::udp_port_is_a_startup_error` |
+
+use crate::common::*;
+use std::io::Write;
+use std::time::Duration;
+
+#[test]
+fn unknown_commands_are_error() {
+    for_each_target(&[], |_, c| {
+        c.table(&[
+            (b"foo\r\n", b"ERROR\r\n"),
+            (b"GET foo\r\n", b"ERROR\r\n"),
+            (b"Set foo 0 0 1\r\n", b"ERROR\r\n"),
+            (b"bogus a b c d\r\n", b"ERROR\r\n"),
+            (b"gett foo\r\n", b"ERROR\r\n"),
+            (b"stats bogus\r\n", b"ERROR\r\n"),
+        ]);
+        // The connection stays usable.
+        c.roundtrip(b"get foo\r\n", b"END\r\n");
+    });
+}
+
+#[test]
+fn too_few_tokens() {
+    for_each_target(&[], |srv, c| {
+        for req in ["set foo 0 0\r\n", "add foo 0\r\n", "set foo\r\n"] {
+            c.send(req.as_bytes());
+            if srv.is_memcrab() {
+                c.expect(b"CLIENT_ERROR bad command line format\r\n"); // 1.6.45
+            } else {
+                c.expect(b"ERROR\r\n"); // 1.6.18
+            }
+        }
+        c.roundtrip(b"get foo\r\n", b"END\r\n");
+    });
+}
+
+#[test]
+fn blank_line() {
+    for_each_target(&[], |srv, c| {
+        for req in [&b"\r\n"[..], b" \n"] {
+            c.send(req);
+            if srv.is_memcrab() {
+                c.expect(b"CLIENT_ERROR bad command line format\r\n"); // 1.6.45
+            } else {
+                c.expect(b"ERROR\r\n"); // 1.6.18
+            }
+        }
+        c.roundtrip(b"get foo\r\n", b"END\r\n");
+    });
+}
+
+#[test]
+fn http_request_closes_connection_silently() {
+    for_each_target(&[], |srv, c| {
+        c.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        c.expect_closed();
+        let mut c2 = srv.connect();
+        c2.send(b"POST /metrics HTTP/1.0\r\n\r\n");
+        c2.expect_closed();
+        // The server keeps serving other connections.
+        let mut c3 = srv.connect();
+        c3.roundtrip(b"get foo\r\n", b"END\r\n");
+    });
+}
+
+#[test]
+fn line_without_newline_over_2048_bytes_closes_connection() {
+    for_each_target(&[], |srv, c| {
+        c.send(&[b'x'; 3000]);
+        c.expect_closed();
+        let mut c2 = srv.connect();
+        c2.roundtrip(b"version\r\n", b"VERSION ");
+    });
+}
+
+#[test]
+fn very_long_non_get_line_closes_connection() {
+    for_each_target(&[], |_, c| {
+        let mut req = b"set ".to_vec();
+        req.extend(std::iter::repeat_n(b'k', 20_000));
+        req.extend_from_slice(b" 0 0 1\r\nx\r\n");
+        c.send(&req);
+        c.expect_closed();
+    });
+}
+
+#[test]
+fn long_multiget_line_is_served() {
+    for_each_target(&[], |_, c| {
+        store(c, "foobarbaz", b"v");
+        let n = 15_000; // 15,000 keys of 9 bytes: a ~150 KB request line
+        let mut req = b"get".to_vec();
+        for _ in 0..n {
+            req.extend_from_slice(b" foobarbaz");
+        }
+        req.extend_from_slice(b"\r\n");
+        let mut want = Vec::new();
+        for _ in 0..n {
+            want.extend_from_slice(b"VALUE foobarbaz 0 1\r\nv\r\n");
+        }
+        want.extend_from_slice(b"END\r\n");
+        // Write from another thread so neither side blocks on full buffers.
+        let mut w = c.stream().try_clone().unwrap();
+        let writer = std::thread::spawn(move || w.write_all(&req));
+        c.expect(&want);
+        writer.join().unwrap().unwrap();
+        c.roundtrip(b"get nope\r\n", b"END\r\n");
+    });
+}
+
+#[test]
+fn long_gets_line_is_served() {
+    for_each_target(&[], |_, c| {
+        store(c, "k", b"v");
+        let (_, _, cas) = c.gets("k").unwrap();
+        let n = 3000; // 3000 × " k-key-that-is-long" ≈ 57 KB
+        let mut req = b"gets".to_vec();
+        let mut want = Vec::new();
+        for i in 0..n {
+            if i % 2 == 0 {
+                req.extend_from_slice(b" k");
+                want.extend_from_slice(format!("VALUE k 0 1 {cas}\r\nv\r\n").as_bytes());
+            } else {
+                req.extend_from_slice(b" missing-key-that-is-long");
+            }
+        }
+        req.extend_from_slice(b"\r\n");
+        want.extend_from_slice(b"END\r\n");
+        let mut w = c.stream().try_clone().unwrap();
+        let writer = std::thread::spawn(move || w.write_all(&req));
+        c.expect(&want);
+        writer.join().unwrap().unwrap();
+    });
+}
+
+#[test]
+fn error_does_not_close_connection() {
+    for_each_target(&[], |_, c| {
+        for _ in 0..20 {
+            c.roundtrip(b"nonsense\r\n", b"ERROR\r\n");
+        }
+        c.expect_nothing(50);
+        c.roundtrip(b"get x\r\n", b"END\r\n");
+    });
+}
+
+#[test]
+fn quit_closes_connection() {
+    for_each_server(&[], |srv| {
+        for req in [&b"quit\r\n"[..], b"quit now\r\n"] {
+            let mut c = srv.connect();
+            c.send(req);
+            c.expect_closed();
+        }
+        // Commands pipelined after quit are not answered.
+        let mut c = srv.connect();
+        c.send(b"get a\r\nquit\r\nget b\r\n");
+        c.expect(b"END\r\n");
+        c.expect_closed();
+    });
+}
+
+#[test]
+fn half_closed_client_still_gets_replies() {
+    for_each_target(&[], |_, c| {
+        c.send(b"set hc 0 0 1\r\nx\r\nget hc\r\n");
+        c.shutdown_write();
+        c.expect(b"STORED\r\nVALUE hc 0 1\r\nx\r\nEND\r\n");
+        assert!(c.is_closed_within(Duration::from_secs(3).as_millis() as u64));
+    });
+}

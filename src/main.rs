@@ -1,1 +1,216 @@
-fn main(){}
+//! The `memcrab` binary: parse memcached's flags, bind, serve until SIGTERM/SIGINT.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use memcrab::command::Context;
+use memcrab::config::{Action, Cli, Config};
+use memcrab::server::{self, Listener};
+use memcrab::storage::{Store, SystemClock};
+
+/// Items the reaper checks per shard per tick, and the tick. A full pass over a million
+/// items spread over 16 shards takes about six seconds.
+const REAP_BUDGET: usize = 1000;
+const REAP_TICK: Duration = Duration::from_millis(100);
+
+fn main() -> ExitCode {
+    let config = match Cli::parse_args(std::env::args_os()) {
+        Ok(Action::Run(config)) => *config,
+        Ok(Action::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tune_allocator();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("failed to start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// glibc's malloc raises its mmap threshold as large blocks are freed, after which large
+/// values come from the heap and fragment it. A fixed threshold keeps every segment and large
+/// item in its own mapping, returned to the OS when freed.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let listeners = bind(&config).await?;
+    drop_privileges(&config)?;
+    if let Some(path) = &config.pidfile {
+        std::fs::write(path, format!("{}\n", std::process::id()))?;
+    }
+    if config.random_port
+        && let Ok(path) = std::env::var("MEMCACHED_PORT_FILENAME")
+        && let Some(addr) = listeners.iter().find_map(Listener::local_addr)
+    {
+        std::fs::write(path, format!("TCP INET: {}\n", addr.port()))?;
+    }
+    let store = Arc::new(Store::new(config.store.clone(), Arc::new(SystemClock)));
+    let reaper = config.lru_crawler.then(|| spawn_reaper(store.clone()));
+    let ctx = Arc::new(Context::new(store, config.clone()));
+    server::run(listeners, ctx, signals()).await;
+    if let Some((stop, handle)) = reaper {
+        stop.store(true, Ordering::Relaxed);
+        let _ = handle.join();
+    }
+    if let Some(path) = &config.pidfile {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(path) = &config.unix_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM, SIGINT or SIGUSR1 (memcached's graceful stop); SIGHUP is ignored.
+async fn signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut usr1), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("failed to install signal handlers");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = usr1.recv() => {
+                eprintln!("Gracefully stopping");
+                return;
+            }
+            _ = hup.recv() => {}
+        }
+    }
+}
+
+fn spawn_reaper(store: Arc<Store>) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = std::thread::Builder::new()
+        .name("memcrab-reaper".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                store.reap(REAP_BUDGET);
+                std::thread::sleep(REAP_TICK);
+            }
+        })
+        .expect("spawning the reaper thread");
+    (stop, handle)
+}
+
+async fn bind(config: &Config) -> Result<Vec<Listener>, Box<dyn std::error::Error>> {
+    if let Some(path) = &config.unix_socket {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)
+            .map_err(|e| format!("failed to listen on UNIX socket {}: {e}", path.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.unix_mask))?;
+        return Ok(vec![Listener::Unix(listener, path.clone())]);
+    }
+    if config.port == 0 && !config.random_port {
+        return Err("no TCP port to listen on (-p 0) and no UNIX socket (-s)".into());
+    }
+    let mut listeners = Vec::new();
+    if config.listen.is_empty() {
+        // All interfaces: IPv6 any is dual-stack on Linux; fall back to IPv4 without IPv6.
+        let v6 = SocketAddr::from(([0u16; 8], config.port));
+        let v4 = SocketAddr::from(([0u8; 4], config.port));
+        let listener = match listen(v6, config.backlog) {
+            Ok(l) => l,
+            Err(_) => listen(v4, config.backlog)
+                .map_err(|e| format!("failed to listen on TCP port {}: {e}", config.port))?,
+        };
+        listeners.push(Listener::Tcp(listener));
+        return Ok(listeners);
+    }
+    for spec in &config.listen {
+        let addrs = resolve(spec, config.port)
+            .ok_or_else(|| format!("failed to listen on one of interface(s) {spec}"))?;
+        for addr in addrs {
+            let listener = listen(addr, config.backlog)
+                .map_err(|e| format!("failed to listen on one of interface(s) {spec}: {e}"))?;
+            listeners.push(Listener::Tcp(listener));
+        }
+    }
+    Ok(listeners)
+}
+
+/// `-l` forms: `ip`, `host`, `ip:port`, `[v6]:port`.
+fn resolve(spec: &str, port: u16) -> Option<Vec<SocketAddr>> {
+    if let Ok(addr) = spec.parse::<SocketAddr>() {
+        return Some(vec![addr]);
+    }
+    let host = spec.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Some(vec![SocketAddr::new(ip, port)]);
+    }
+    let addrs: Vec<_> = (host, port).to_socket_addrs().ok()?.collect();
+    (!addrs.is_empty()).then_some(addrs)
+}
+
+fn listen(addr: SocketAddr, backlog: i32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv6() {
+        tokio::net::TcpSocket::new_v6()?
+    } else {
+        tokio::net::TcpSocket::new_v4()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog.max(1) as u32)
+}
+
+/// memcached's `-u`: when started as root, switch to that user after binding. Unlike
+/// memcached, running as root without `-u` is allowed (containers often do).
+fn drop_privileges(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        return Ok(());
+    }
+    let Some(user) = &config.user else {
+        return Ok(());
+    };
+    let name = std::ffi::CString::new(user.as_str())?;
+    // SAFETY: a valid C string; the returned record is read before any other getpw call.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(format!("can't find the user {user} to switch to").into());
+    }
+    // SAFETY: pw is non-null and points at libc's static passwd record.
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    // SAFETY: plain syscalls on ids read above; failure is checked.
+    if unsafe { libc::setgid(gid) } != 0 || unsafe { libc::setuid(uid) } != 0 {
+        return Err(format!("failed to assume identity of user {user}").into());
+    }
+    Ok(())
+}

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 pub use expiry::{Clock, ManualClock, SystemClock, Timebase};
 pub use item::ItemRef;
 use item::{FETCHED, NewItem};
-use shard::{Ctx, Loc, MAX_SEGMENTS, Shard, Validity};
+use shard::{Ctx, MAX_SEGMENTS, Shard, Validity};
 pub use slab::SizeClasses;
 use slab::{Pool, SEGMENT_SIZE};
 pub use stats::{ClassStats, StoreStats};
@@ -157,7 +157,9 @@ impl Store {
             config.slab_chunk_max,
         );
         Self {
-            shards: (0..n).map(|_| Mutex::new(Shard::new(classes.len()))).collect(),
+            shards: (0..n)
+                .map(|_| Mutex::new(Shard::new(classes.len())))
+                .collect(),
             shard_mask: n as u64 - 1,
             hasher: DefaultHashBuilder::default(),
             pool: Pool::new(config.limit_bytes),
@@ -226,7 +228,12 @@ impl Store {
 
     /// Reads one item; `touch` (a client exptime) also resets its TTL, as gat does. Calls
     /// `f` under the shard lock on a hit and returns whether there was one.
-    pub fn get<R>(&self, key: &[u8], touch: Option<i64>, f: impl FnOnce(ItemView<'_>) -> R) -> Option<R> {
+    pub fn get<R>(
+        &self,
+        key: &[u8],
+        touch: Option<i64>,
+        f: impl FnOnce(ItemView<'_>) -> R,
+    ) -> Option<R> {
         let hash = self.hash(key);
         let h = |k: &[u8]| self.hash(k);
         let ctx = self.ctx(&h);
@@ -433,7 +440,12 @@ impl Store {
 
     /// incr/decr: 64-bit unsigned, incr wraps, decr floors at 0. A shorter result is
     /// written in place padded with spaces (as memcached does); a longer one makes a new item.
-    pub fn delta(&self, key: &[u8], incr: bool, delta: u64) -> Result<(DeltaResult, u64), StoreError> {
+    pub fn delta(
+        &self,
+        key: &[u8],
+        incr: bool,
+        delta: u64,
+    ) -> Result<(DeltaResult, u64), StoreError> {
         let hash = self.hash(key);
         let h = |k: &[u8]| self.hash(k);
         let ctx = self.ctx(&h);
@@ -467,7 +479,12 @@ impl Store {
         let cas = self.new_cas();
         let (value_len, flags, exptime, bits) = {
             let it = shard.item(at);
-            (it.value_len(), it.flags(), it.exptime(), it.bits() & FETCHED)
+            (
+                it.value_len(),
+                it.flags(),
+                it.exptime(),
+                it.bits() & FETCHED,
+            )
         };
         if text.len() <= value_len {
             let mut it = shard.item_mut(at);
@@ -586,7 +603,7 @@ impl Store {
 
     /// Location of a key, for tests of the engine's layout.
     #[cfg(test)]
-    fn locate(&self, key: &[u8]) -> Option<Loc> {
+    fn locate(&self, key: &[u8]) -> Option<shard::Loc> {
         let hash = self.hash(key);
         let h = |k: &[u8]| self.hash(k);
         let ctx = self.ctx(&h);

@@ -132,7 +132,9 @@ pub(crate) struct Shard {
 fn item_buf<'a>(segs: &'a [Option<Segment>], large: &'a [Option<Box<[u8]>>], at: Loc) -> &'a [u8] {
     let (slot, off) = split(at);
     if slot == LARGE_SLOT {
-        large[off].as_deref().expect("index points at a live large item")
+        large[off]
+            .as_deref()
+            .expect("index points at a live large item")
     } else {
         &segs[slot as usize]
             .as_ref()
@@ -173,7 +175,9 @@ impl Shard {
     fn find(&self, hash: u64, key: &[u8]) -> Option<Loc> {
         let (segs, large) = (&self.segs, &self.large);
         self.index
-            .find(hash, |&at| ItemRef::new(item_buf(segs, large, at)).key() == key)
+            .find(hash, |&at| {
+                ItemRef::new(item_buf(segs, large, at)).key() == key
+            })
             .copied()
     }
 
@@ -264,10 +268,9 @@ impl Shard {
         self.stats.ops.total_items += 1;
         let (segs, large) = (&self.segs, &self.large);
         let key = ItemRef::new(item_buf(segs, large, at)).key();
-        let old = match self
-            .index
-            .find_mut(hash, |&l| ItemRef::new(item_buf(segs, large, l)).key() == key)
-        {
+        let old = match self.index.find_mut(hash, |&l| {
+            ItemRef::new(item_buf(segs, large, l)).key() == key
+        }) {
             Some(slot) => Some(std::mem::replace(slot, at)),
             None => {
                 self.index.insert_unique(hash, at, |&l| {
@@ -282,7 +285,12 @@ impl Shard {
     }
 
     /// Writes and links a new item. `Err(())` when no memory could be found in this shard.
-    pub(crate) fn insert(&mut self, ctx: &Ctx<'_>, hash: u64, new: &NewItem<'_>) -> Result<Loc, ()> {
+    pub(crate) fn insert(
+        &mut self,
+        ctx: &Ctx<'_>,
+        hash: u64,
+        new: &NewItem<'_>,
+    ) -> Result<Loc, ()> {
         let len = new.total_len();
         let at = if len > LARGE_ITEM {
             self.alloc_large(ctx, len)?
@@ -293,7 +301,10 @@ impl Shard {
         let dst: &mut [u8] = if slot == LARGE_SLOT {
             self.large[off].as_deref_mut().expect("just allocated")
         } else {
-            &mut self.segs[slot as usize].as_mut().expect("just allocated").buf[off..off + len]
+            &mut self.segs[slot as usize]
+                .as_mut()
+                .expect("just allocated")
+                .buf[off..off + len]
         };
         new.write(dst);
         self.link(ctx, hash, at);
@@ -305,7 +316,9 @@ impl Shard {
         // guards against a bug turning into a spin.
         for _ in 0..self.fifo.len() + 3 {
             if let Some(&head) = self.fifo.back() {
-                let seg = self.segs[head as usize].as_mut().expect("fifo holds live slots");
+                let seg = self.segs[head as usize]
+                    .as_mut()
+                    .expect("fifo holds live slots");
                 if seg.used + len <= SEGMENT_SIZE {
                     let off = seg.used;
                     seg.used += len;

@@ -35,15 +35,36 @@ fn set_then_get_returns_value_flags_and_a_fresh_cas() {
 #[test]
 fn add_replace_append_prepend_follow_memcached() {
     let (_, s) = store();
-    assert_eq!(s.store(Mode::Replace, b"k", b"x", 0, 0).unwrap().0, StoreResult::NotStored);
-    assert_eq!(s.store(Mode::Append, b"k", b"x", 0, 0).unwrap().0, StoreResult::NotStored);
-    assert_eq!(s.store(Mode::Add, b"k", b"mid", 5, 1000).unwrap().0, StoreResult::Stored);
-    assert_eq!(s.store(Mode::Add, b"k", b"y", 0, 0).unwrap().0, StoreResult::NotStored);
-    assert_eq!(s.store(Mode::Append, b"k", b"_end", 99, 0).unwrap().0, StoreResult::Stored);
-    assert_eq!(s.store(Mode::Prepend, b"k", b"start_", 77, 0).unwrap().0, StoreResult::Stored);
+    assert_eq!(
+        s.store(Mode::Replace, b"k", b"x", 0, 0).unwrap().0,
+        StoreResult::NotStored
+    );
+    assert_eq!(
+        s.store(Mode::Append, b"k", b"x", 0, 0).unwrap().0,
+        StoreResult::NotStored
+    );
+    assert_eq!(
+        s.store(Mode::Add, b"k", b"mid", 5, 1000).unwrap().0,
+        StoreResult::Stored
+    );
+    assert_eq!(
+        s.store(Mode::Add, b"k", b"y", 0, 0).unwrap().0,
+        StoreResult::NotStored
+    );
+    assert_eq!(
+        s.store(Mode::Append, b"k", b"_end", 99, 0).unwrap().0,
+        StoreResult::Stored
+    );
+    assert_eq!(
+        s.store(Mode::Prepend, b"k", b"start_", 77, 0).unwrap().0,
+        StoreResult::Stored
+    );
     let (value, flags, _) = get(&s, b"k").unwrap();
     assert_eq!((value.as_slice(), flags), (&b"start_mid_end"[..], 5));
-    assert_eq!(s.store(Mode::Replace, b"k", b"r", 1, 0).unwrap().0, StoreResult::Stored);
+    assert_eq!(
+        s.store(Mode::Replace, b"k", b"r", 1, 0).unwrap().0,
+        StoreResult::Stored
+    );
     assert_eq!(get(&s, b"k").unwrap().0, b"r");
 }
 
@@ -61,13 +82,28 @@ fn append_keeps_the_ttl() {
 #[test]
 fn cas_stores_only_on_a_matching_version() {
     let (_, s) = store();
-    assert_eq!(s.store(Mode::Cas(1), b"k", b"v", 0, 0).unwrap().0, StoreResult::NotFound);
+    assert_eq!(
+        s.store(Mode::Cas(1), b"k", b"v", 0, 0).unwrap().0,
+        StoreResult::NotFound
+    );
     let (_, cas) = s.store(Mode::Set, b"k", b"v", 0, 0).unwrap();
-    assert_eq!(s.store(Mode::Cas(cas + 1), b"k", b"w", 0, 0).unwrap().0, StoreResult::Exists);
-    assert_eq!(s.store(Mode::Cas(cas), b"k", b"w", 0, 0).unwrap().0, StoreResult::Stored);
-    assert_eq!(s.store(Mode::Cas(cas), b"k", b"z", 0, 0).unwrap().0, StoreResult::Exists);
+    assert_eq!(
+        s.store(Mode::Cas(cas + 1), b"k", b"w", 0, 0).unwrap().0,
+        StoreResult::Exists
+    );
+    assert_eq!(
+        s.store(Mode::Cas(cas), b"k", b"w", 0, 0).unwrap().0,
+        StoreResult::Stored
+    );
+    assert_eq!(
+        s.store(Mode::Cas(cas), b"k", b"z", 0, 0).unwrap().0,
+        StoreResult::Exists
+    );
     let st = s.stats();
-    assert_eq!((st.ops.cas_misses, st.totals.cas_hits, st.totals.cas_badval), (1, 1, 2));
+    assert_eq!(
+        (st.ops.cas_misses, st.totals.cas_hits, st.totals.cas_badval),
+        (1, 1, 2)
+    );
 }
 
 #[test]
@@ -97,8 +133,12 @@ fn exptime_rules() {
     let (clock, s) = store();
     s.store(Mode::Set, b"neg", b"v", 0, -1).unwrap();
     assert!(get(&s, b"neg").is_none(), "negative expires at once");
-    s.store(Mode::Set, b"old", b"v", 0, expiry::REALTIME_MAXDELTA + 1).unwrap();
-    assert!(get(&s, b"old").is_none(), "an absolute time in 1970 is past");
+    s.store(Mode::Set, b"old", b"v", 0, expiry::REALTIME_MAXDELTA + 1)
+        .unwrap();
+    assert!(
+        get(&s, b"old").is_none(),
+        "an absolute time in 1970 is past"
+    );
     s.store(Mode::Set, b"abs", b"v", 0, 1_700_000_010).unwrap();
     s.store(Mode::Set, b"rel", b"v", 0, 2).unwrap();
     s.store(Mode::Set, b"never", b"v", 0, 0).unwrap();
@@ -131,9 +171,20 @@ fn incr_wraps_decr_floors_and_pads() {
     assert_eq!(get(&s, b"c").unwrap().0, b"100");
     set(&s, b"c", b" 5");
     assert_eq!(s.delta(b"c", true, 1).unwrap().0, DeltaResult::Value(6));
-    for bad in [&b"abc"[..], b"12abc", b"-5", b"", b"123456789012345678901", b"99999999999999999999"] {
+    for bad in [
+        &b"abc"[..],
+        b"12abc",
+        b"-5",
+        b"",
+        b"123456789012345678901",
+        b"99999999999999999999",
+    ] {
         set(&s, b"c", bad);
-        assert_eq!(s.delta(b"c", true, 1).unwrap().0, DeltaResult::NonNumeric, "{bad:?}");
+        assert_eq!(
+            s.delta(b"c", true, 1).unwrap().0,
+            DeltaResult::NonNumeric,
+            "{bad:?}"
+        );
     }
 }
 
@@ -155,7 +206,10 @@ fn too_large_items_are_refused_and_drop_the_old_value_on_set() {
     });
     set(&s, b"k", b"small");
     let big = vec![b'x'; 1024];
-    assert_eq!(s.store(Mode::Set, b"k", &big, 0, 0), Err(StoreError::TooLarge));
+    assert_eq!(
+        s.store(Mode::Set, b"k", &big, 0, 0),
+        Err(StoreError::TooLarge)
+    );
     assert!(!s.fits(1, 1024));
     s.too_large(b"k", true);
     assert!(get(&s, b"k").is_none());
@@ -163,7 +217,10 @@ fn too_large_items_are_refused_and_drop_the_old_value_on_set() {
     s.too_large(b"a", false);
     assert!(get(&s, b"a").is_some());
     let near = vec![b'x'; 1024 - 26 - 1 - 5 + 1];
-    assert_eq!(s.store(Mode::Append, b"a", &near, 0, 0).unwrap().0, StoreResult::NotStored);
+    assert_eq!(
+        s.store(Mode::Append, b"a", &near, 0, 0).unwrap().0,
+        StoreResult::NotStored
+    );
     assert_eq!(s.stats().ops.store_too_large, 2);
 }
 
@@ -179,7 +236,10 @@ fn immediate_flush_drops_everything_and_frees_memory() {
     assert!(get(&s, b"k1").is_none());
     assert_eq!(s.stats().curr_items(), 0);
     assert_eq!(s.stats().totals.bytes, 0);
-    assert_eq!(s.store(Mode::Add, b"k1", b"x", 0, 0).unwrap().0, StoreResult::Stored);
+    assert_eq!(
+        s.store(Mode::Add, b"k1", b"x", 0, 0).unwrap().0,
+        StoreResult::Stored
+    );
 }
 
 #[test]
@@ -187,7 +247,10 @@ fn delayed_flush_hides_older_items_once_the_deadline_passes() {
     let (clock, s) = store();
     set(&s, b"before", b"v");
     s.flush(2);
-    assert!(get(&s, b"before").is_some(), "still readable until the deadline");
+    assert!(
+        get(&s, b"before").is_some(),
+        "still readable until the deadline"
+    );
     set(&s, b"during", b"v");
     clock.advance(3);
     assert!(get(&s, b"before").is_none());
@@ -235,7 +298,10 @@ fn items_read_since_they_were_written_survive_eviction() {
     for i in 0..30_000 {
         for h in 0..100 {
             if i % 500 == 0 {
-                assert!(get(&s, format!("hot:{h}").as_bytes()).is_some(), "hot:{h} at {i}");
+                assert!(
+                    get(&s, format!("hot:{h}").as_bytes()).is_some(),
+                    "hot:{h} at {i}"
+                );
             }
         }
         set(&s, format!("cold:{i}").as_bytes(), &value);
@@ -256,7 +322,10 @@ fn no_evictions_means_out_of_memory() {
             Err(e) => panic!("{e:?}"),
         }
     }
-    assert!(stored > 500 && refused > 0, "stored {stored} refused {refused}");
+    assert!(
+        stored > 500 && refused > 0,
+        "stored {stored} refused {refused}"
+    );
     assert!(get(&s, b"k0").is_some(), "nothing was evicted");
     assert_eq!(s.stats().totals.evicted, 0);
     assert!(s.stats().ops.store_no_memory > 0);
@@ -267,7 +336,10 @@ fn expired_items_make_room_even_without_evictions() {
     let (clock, s) = small_store(1 << 20, false);
     let value = vec![b'v'; 1000];
     let mut i = 0;
-    while s.store(Mode::Set, format!("k{i}").as_bytes(), &value, 0, 5).is_ok() {
+    while s
+        .store(Mode::Set, format!("k{i}").as_bytes(), &value, 0, 5)
+        .is_ok()
+    {
         i += 1;
     }
     clock.advance(6);
@@ -292,7 +364,8 @@ fn large_items_live_outside_segments_and_are_evicted_too() {
 fn the_reaper_unlinks_expired_items_without_reads() {
     let (clock, s) = store();
     for i in 0..1000 {
-        s.store(Mode::Set, format!("t{i}").as_bytes(), b"v", 0, 10).unwrap();
+        s.store(Mode::Set, format!("t{i}").as_bytes(), b"v", 0, 10)
+            .unwrap();
     }
     set(&s, b"keep", b"v");
     clock.advance(11);
@@ -313,7 +386,8 @@ fn reaping_frees_segments_that_hold_nothing_live() {
     let (clock, s) = small_store(8 << 20, true);
     let value = vec![b'v'; 1000];
     for i in 0..6000 {
-        s.store(Mode::Set, format!("t{i}").as_bytes(), &value, 0, 10).unwrap();
+        s.store(Mode::Set, format!("t{i}").as_bytes(), &value, 0, 10)
+            .unwrap();
     }
     let before = s.stats().malloced;
     clock.advance(11);
@@ -325,7 +399,8 @@ fn reaping_frees_segments_that_hold_nothing_live() {
     // Freed segments go back to the pool (kept for reuse, still charged) and can hold new
     // items without evicting anything.
     for i in 0..6000 {
-        s.store(Mode::Set, format!("n{i}").as_bytes(), &value, 0, 0).unwrap();
+        s.store(Mode::Set, format!("n{i}").as_bytes(), &value, 0, 0)
+            .unwrap();
     }
     assert_eq!(s.stats().totals.evicted, 0);
     assert!(s.stats().malloced <= before.max(8 << 20));
@@ -360,7 +435,10 @@ fn accounting_matches_contents() {
     assert_eq!(st.totals.delete_hits, 1);
     s.reset_stats();
     let st = s.stats();
-    assert_eq!((st.curr_items(), st.ops.total_items, st.totals.delete_hits), (1, 0, 0));
+    assert_eq!(
+        (st.curr_items(), st.ops.total_items, st.totals.delete_hits),
+        (1, 0, 0)
+    );
 }
 
 #[test]
@@ -406,7 +484,8 @@ fn concurrent_writers_and_readers_agree() {
                 for i in 0..20_000 {
                     let key = format!("t{t}:{}", i % 3000);
                     let value = format!("{t}:{i}");
-                    s.store(Mode::Set, key.as_bytes(), value.as_bytes(), t, 0).unwrap();
+                    s.store(Mode::Set, key.as_bytes(), value.as_bytes(), t, 0)
+                        .unwrap();
                     if let Some((v, flags, _)) = get(&s, key.as_bytes()) {
                         assert_eq!(flags, t);
                         assert!(v.starts_with(format!("{t}:").as_bytes()));

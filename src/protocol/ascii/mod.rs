@@ -31,7 +31,11 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         } else {
             buf.len() > MAX_LINE
         };
-        return if too_long { Parsed::Close } else { Parsed::Incomplete };
+        return if too_long {
+            Parsed::Close
+        } else {
+            Parsed::Incomplete
+        };
     };
     let limit = if is_multiget(buf) {
         MAX_GET_LINE
@@ -41,7 +45,11 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     if nl > limit {
         return Parsed::Close;
     }
-    let end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let end = if nl > 0 && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
     parse_line(&buf[..end], nl + 1, buf, limits)
 }
 
@@ -176,10 +184,7 @@ fn parse_get<'a>(
     if keys.is_empty() && touch.is_none() {
         return error(ProtocolError::BadCommandLine, consumed, false);
     }
-    if keys
-        .split(|&b| b == b' ')
-        .any(|k| k.len() > MAX_KEY_LEN)
-    {
+    if keys.split(|&b| b == b' ').any(|k| k.len() > MAX_KEY_LEN) {
         return error(ProtocolError::BadCommandLine, consumed, false);
     }
     Parsed::Request(

@@ -37,7 +37,11 @@ pub(super) fn parse<'a>(
     let key = tokens.get(1);
     let flags = parse_u32(tokens.get(2));
     let exptime = parse_i64(tokens.get(3));
-    let cas = if is_cas { parse_u64(tokens.get(5)) } else { Some(0) };
+    let cas = if is_cas {
+        parse_u64(tokens.get(5))
+    } else {
+        Some(0)
+    };
     let (Some(flags), Some(exptime), Some(cas)) = (flags, exptime, cas) else {
         return fail(ProtocolError::BadCommandLine, len + 2);
     };

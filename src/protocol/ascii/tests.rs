@@ -13,7 +13,12 @@ fn p(input: &[u8]) -> Parsed<'_> {
 fn req(input: &[u8]) -> Request<'_> {
     match p(input) {
         Parsed::Request(r, used) => {
-            assert_eq!(used, input.len(), "consumed all of {:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                used,
+                input.len(),
+                "consumed all of {:?}",
+                String::from_utf8_lossy(input)
+            );
             r
         }
         other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
@@ -35,56 +40,256 @@ fn err(input: &[u8]) -> (ProtocolError, usize, usize, bool) {
 #[test]
 fn requests_parse_to_their_commands() {
     let cases: &[(&[u8], Request<'_>)] = &[
-        (b"get foo\r\n", Request::Get { keys: b"foo", with_cas: false, touch: None }),
-        (b"get a b  c\r\n", Request::Get { keys: b"a b  c", with_cas: false, touch: None }),
-        (b"gets foo\n", Request::Get { keys: b"foo", with_cas: true, touch: None }),
-        (b" get foo  \r\n", Request::Get { keys: b"foo  ", with_cas: false, touch: None }),
-        (b"gat 10 a b\r\n", Request::Get { keys: b"a b", with_cas: false, touch: Some(10) }),
-        (b"gats -1 a\r\n", Request::Get { keys: b"a", with_cas: true, touch: Some(-1) }),
-        (b"gat 10\r\n", Request::Get { keys: b"", with_cas: false, touch: Some(10) }),
-        (b"get noreply\r\n", Request::Get { keys: b"noreply", with_cas: false, touch: None }),
+        (
+            b"get foo\r\n",
+            Request::Get {
+                keys: b"foo",
+                with_cas: false,
+                touch: None,
+            },
+        ),
+        (
+            b"get a b  c\r\n",
+            Request::Get {
+                keys: b"a b  c",
+                with_cas: false,
+                touch: None,
+            },
+        ),
+        (
+            b"gets foo\n",
+            Request::Get {
+                keys: b"foo",
+                with_cas: true,
+                touch: None,
+            },
+        ),
+        (
+            b" get foo  \r\n",
+            Request::Get {
+                keys: b"foo  ",
+                with_cas: false,
+                touch: None,
+            },
+        ),
+        (
+            b"gat 10 a b\r\n",
+            Request::Get {
+                keys: b"a b",
+                with_cas: false,
+                touch: Some(10),
+            },
+        ),
+        (
+            b"gats -1 a\r\n",
+            Request::Get {
+                keys: b"a",
+                with_cas: true,
+                touch: Some(-1),
+            },
+        ),
+        (
+            b"gat 10\r\n",
+            Request::Get {
+                keys: b"",
+                with_cas: false,
+                touch: Some(10),
+            },
+        ),
+        (
+            b"get noreply\r\n",
+            Request::Get {
+                keys: b"noreply",
+                with_cas: false,
+                touch: None,
+            },
+        ),
         (
             b"set k 5 100 3\r\nbar\r\n",
-            Request::Store { mode: StoreMode::Set, key: b"k", flags: 5, exptime: 100, value: b"bar", noreply: false },
+            Request::Store {
+                mode: StoreMode::Set,
+                key: b"k",
+                flags: 5,
+                exptime: 100,
+                value: b"bar",
+                noreply: false,
+            },
         ),
         (
             b"add k 4294967295 -1 0 noreply\r\n\r\n",
-            Request::Store { mode: StoreMode::Add, key: b"k", flags: u32::MAX, exptime: -1, value: b"", noreply: true },
+            Request::Store {
+                mode: StoreMode::Add,
+                key: b"k",
+                flags: u32::MAX,
+                exptime: -1,
+                value: b"",
+                noreply: true,
+            },
         ),
         (
             b"set k 0 0 1 junk\r\nx\r\n",
-            Request::Store { mode: StoreMode::Set, key: b"k", flags: 0, exptime: 0, value: b"x", noreply: false },
+            Request::Store {
+                mode: StoreMode::Set,
+                key: b"k",
+                flags: 0,
+                exptime: 0,
+                value: b"x",
+                noreply: false,
+            },
         ),
         (
             b"cas k 0 0 2 77\r\nab\r\n",
-            Request::Store { mode: StoreMode::Cas(77), key: b"k", flags: 0, exptime: 0, value: b"ab", noreply: false },
+            Request::Store {
+                mode: StoreMode::Cas(77),
+                key: b"k",
+                flags: 0,
+                exptime: 0,
+                value: b"ab",
+                noreply: false,
+            },
         ),
         (
             b"append k 0 0 3\r\na\nb\r\n",
-            Request::Store { mode: StoreMode::Append, key: b"k", flags: 0, exptime: 0, value: b"a\nb", noreply: false },
+            Request::Store {
+                mode: StoreMode::Append,
+                key: b"k",
+                flags: 0,
+                exptime: 0,
+                value: b"a\nb",
+                noreply: false,
+            },
         ),
-        (b"delete k\r\n", Request::Delete { key: b"k", noreply: false }),
-        (b"delete k 0\r\n", Request::Delete { key: b"k", noreply: false }),
-        (b"delete k noreply\r\n", Request::Delete { key: b"k", noreply: true }),
-        (b"delete k 0 noreply\r\n", Request::Delete { key: b"k", noreply: true }),
-        (b"incr k 18446744073709551615\r\n", Request::Delta { key: b"k", incr: true, delta: u64::MAX, noreply: false }),
-        (b"decr k 1 noreply\r\n", Request::Delta { key: b"k", incr: false, delta: 1, noreply: true }),
-        (b"touch k 10\r\n", Request::Touch { key: b"k", exptime: 10, noreply: false }),
-        (b"flush_all\r\n", Request::FlushAll { delay: 0, noreply: false }),
-        (b"flush_all 5\r\n", Request::FlushAll { delay: 5, noreply: false }),
-        (b"flush_all noreply\r\n", Request::FlushAll { delay: 0, noreply: true }),
-        (b"flush_all -1 noreply\r\n", Request::FlushAll { delay: -1, noreply: true }),
+        (
+            b"delete k\r\n",
+            Request::Delete {
+                key: b"k",
+                noreply: false,
+            },
+        ),
+        (
+            b"delete k 0\r\n",
+            Request::Delete {
+                key: b"k",
+                noreply: false,
+            },
+        ),
+        (
+            b"delete k noreply\r\n",
+            Request::Delete {
+                key: b"k",
+                noreply: true,
+            },
+        ),
+        (
+            b"delete k 0 noreply\r\n",
+            Request::Delete {
+                key: b"k",
+                noreply: true,
+            },
+        ),
+        (
+            b"incr k 18446744073709551615\r\n",
+            Request::Delta {
+                key: b"k",
+                incr: true,
+                delta: u64::MAX,
+                noreply: false,
+            },
+        ),
+        (
+            b"decr k 1 noreply\r\n",
+            Request::Delta {
+                key: b"k",
+                incr: false,
+                delta: 1,
+                noreply: true,
+            },
+        ),
+        (
+            b"touch k 10\r\n",
+            Request::Touch {
+                key: b"k",
+                exptime: 10,
+                noreply: false,
+            },
+        ),
+        (
+            b"flush_all\r\n",
+            Request::FlushAll {
+                delay: 0,
+                noreply: false,
+            },
+        ),
+        (
+            b"flush_all 5\r\n",
+            Request::FlushAll {
+                delay: 5,
+                noreply: false,
+            },
+        ),
+        (
+            b"flush_all noreply\r\n",
+            Request::FlushAll {
+                delay: 0,
+                noreply: true,
+            },
+        ),
+        (
+            b"flush_all -1 noreply\r\n",
+            Request::FlushAll {
+                delay: -1,
+                noreply: true,
+            },
+        ),
         (b"version\r\n", Request::Version),
         (b"version foo\r\n", Request::Version),
         (b"quit now\r\n", Request::Quit),
-        (b"verbosity 1\r\n", Request::Verbosity { level: 1, noreply: false }),
-        (b"verbosity 0 noreply\r\n", Request::Verbosity { level: 0, noreply: true }),
-        (b"shutdown\r\n", Request::Shutdown { mode: ShutdownMode::Immediate }),
-        (b"shutdown graceful\r\n", Request::Shutdown { mode: ShutdownMode::Graceful }),
-        (b"shutdown now\r\n", Request::Shutdown { mode: ShutdownMode::Invalid }),
-        (b"cache_memlimit 100\r\n", Request::CacheMemlimit { megabytes: 100, noreply: false }),
+        (
+            b"verbosity 1\r\n",
+            Request::Verbosity {
+                level: 1,
+                noreply: false,
+            },
+        ),
+        (
+            b"verbosity 0 noreply\r\n",
+            Request::Verbosity {
+                level: 0,
+                noreply: true,
+            },
+        ),
+        (
+            b"shutdown\r\n",
+            Request::Shutdown {
+                mode: ShutdownMode::Immediate,
+            },
+        ),
+        (
+            b"shutdown graceful\r\n",
+            Request::Shutdown {
+                mode: ShutdownMode::Graceful,
+            },
+        ),
+        (
+            b"shutdown now\r\n",
+            Request::Shutdown {
+                mode: ShutdownMode::Invalid,
+            },
+        ),
+        (
+            b"cache_memlimit 100\r\n",
+            Request::CacheMemlimit {
+                megabytes: 100,
+                noreply: false,
+            },
+        ),
         (b"stats\r\n", Request::Stats { args: b"" }),
-        (b"stats  detail dump\r\n", Request::Stats { args: b"detail dump" }),
+        (
+            b"stats  detail dump\r\n",
+            Request::Stats {
+                args: b"detail dump",
+            },
+        ),
     ];
     for (input, want) in cases {
         assert_eq!(&req(input), want, "{:?}", String::from_utf8_lossy(input));
@@ -117,15 +322,24 @@ fn errors_map_to_memcacheds_replies() {
         (b"set k 0 abc 1\r\n", (BadCommandLine, 15, 3, false)),
         (b"cas k 0 0 1 abc\r\n", (BadCommandLine, 17, 3, false)),
         (b"cas k 0 0 1\r\n", (BadCommandLine, 13, 0, false)),
-        (set251.as_bytes(), (BadCommandLine, set251.len() - 3, 3, false)),
+        (
+            set251.as_bytes(),
+            (BadCommandLine, set251.len() - 3, 3, false),
+        ),
         (b"set k 0 0 3\r\nabcd\r\n", (BadDataChunk, 18, 0, false)),
-        (b"set k 0 0 3 noreply\r\nabcd\r\n", (BadDataChunk, 26, 0, true)),
+        (
+            b"set k 0 0 3 noreply\r\nabcd\r\n",
+            (BadDataChunk, 26, 0, true),
+        ),
         (b"delete k 10\r\n", (DeleteUsage, 13, 0, false)),
         (b"delete k 10 noreply\r\n", (DeleteUsage, 21, 0, true)),
         (b"delete\r\n", (UnknownCommand, 8, 0, false)),
         (b"incr k abc\r\n", (InvalidDelta, 12, 0, false)),
         (b"incr k -1\r\n", (InvalidDelta, 11, 0, false)),
-        (b"incr k 18446744073709551616\r\n", (InvalidDelta, 29, 0, false)),
+        (
+            b"incr k 18446744073709551616\r\n",
+            (InvalidDelta, 29, 0, false),
+        ),
         (b"incr k abc noreply\r\n", (InvalidDelta, 20, 0, true)),
         (b"incr k\r\n", (UnknownCommand, 8, 0, false)),
         (b"touch k abc\r\n", (InvalidExptime, 13, 0, false)),
@@ -143,8 +357,19 @@ fn errors_map_to_memcacheds_replies() {
 #[test]
 fn too_large_values_are_not_buffered() {
     match p(b"set k 0 0 2000000000\r\n") {
-        Parsed::Request(Request::TooLarge { mode, key, swallow, noreply }, used) => {
-            assert_eq!((mode, key, swallow, noreply, used), (StoreMode::Set, &b"k"[..], 2_000_000_002, false, 22));
+        Parsed::Request(
+            Request::TooLarge {
+                mode,
+                key,
+                swallow,
+                noreply,
+            },
+            used,
+        ) => {
+            assert_eq!(
+                (mode, key, swallow, noreply, used),
+                (StoreMode::Set, &b"k"[..], 2_000_000_002, false, 22)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -152,7 +377,10 @@ fn too_large_values_are_not_buffered() {
     let fits = format!("set k 0 0 {}\r\n", limit - 26 - 1);
     assert_eq!(p(fits.as_bytes()), Parsed::Incomplete);
     let over = format!("set k 0 0 {}\r\n", limit - 26);
-    assert!(matches!(p(over.as_bytes()), Parsed::Request(Request::TooLarge { .. }, _)));
+    assert!(matches!(
+        p(over.as_bytes()),
+        Parsed::Request(Request::TooLarge { .. }, _)
+    ));
 }
 
 #[test]
@@ -161,7 +389,13 @@ fn long_lines_close_the_connection_unless_they_are_gets() {
     assert_eq!(p(&[b'x'; MAX_LINE]), Parsed::Incomplete);
     let mut line = vec![b'x'; 4000];
     line.extend_from_slice(b"\r\n");
-    assert!(matches!(p(&line), Parsed::Error { error: ProtocolError::UnknownCommand, .. }));
+    assert!(matches!(
+        p(&line),
+        Parsed::Error {
+            error: ProtocolError::UnknownCommand,
+            ..
+        }
+    ));
     let mut line = vec![b'x'; MAX_LINE_COMPLETE + 1];
     line.extend_from_slice(b"\r\n");
     assert_eq!(p(&line), Parsed::Close);
@@ -197,7 +431,12 @@ fn every_split_point_is_incomplete_until_the_last_byte() {
             if head.ends_with(b"\n") && !matches!(got, Parsed::Incomplete) {
                 continue;
             }
-            assert_eq!(got, Parsed::Incomplete, "{:?} cut at {cut}", String::from_utf8_lossy(input));
+            assert_eq!(
+                got,
+                Parsed::Incomplete,
+                "{:?} cut at {cut}",
+                String::from_utf8_lossy(input)
+            );
         }
         assert!(!matches!(p(input), Parsed::Incomplete));
     }

@@ -1,0 +1,258 @@
+//! Runs a parsed [`Request`] on the [`Store`] and writes memcached's reply into the
+//! connection's output buffer. Owns command semantics: which reply each outcome gets,
+//! `noreply`, and the server-wide state commands can see or change (verbosity, stats).
+//!
+//! Replies are written straight into the output buffer rather than built as values first:
+//! a `get` copies each value once, from the item under the shard lock into the bytes that
+//! go to the socket.
+
+mod stats;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::config::Config;
+use crate::protocol::{Request, ShutdownMode, StoreMode};
+use crate::storage::{DeltaResult, Mode, Store, StoreError, StoreResult};
+
+pub use stats::{ConnInfo, state as conn_state};
+
+/// The version memcrab reports on the wire: the memcached release whose behaviour it follows.
+pub const PROTOCOL_VERSION: &str = "1.6.45";
+
+/// `cache_memlimit` refuses less than this many megabytes, like memcached.
+const MIN_MEMLIMIT_MB: u64 = 8;
+/// A larger `cache_memlimit` argument is surely bytes given by mistake.
+const MAX_MEMLIMIT_MB: u64 = 1_000_000_000;
+
+/// Server-wide counters kept outside the engine. Updated once per read batch, not per request.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub curr_connections: AtomicU64,
+    pub total_connections: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub conn_yields: AtomicU64,
+    pub idle_kicks: AtomicU64,
+    pub listen_disabled_num: AtomicU64,
+    pub cmd_set_failed: AtomicU64,
+}
+
+/// What the connection should do after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Continue,
+    Close,
+    /// `shutdown` with `-A`: stop the server.
+    Shutdown,
+}
+
+/// Everything commands share, one per server.
+pub struct Context {
+    pub store: Arc<Store>,
+    pub config: Config,
+    pub counters: Counters,
+    pub verbosity: AtomicU32,
+    pub started: Instant,
+    /// Open connections and listeners, for `stats conns`. Plain mutex: taken on connect,
+    /// close and `stats conns` only.
+    pub conns: Mutex<Vec<Arc<ConnInfo>>>,
+    /// Seconds the engine's clock had at the last `stats reset`.
+    reset_at: AtomicU64,
+}
+
+impl Context {
+    pub fn new(store: Arc<Store>, config: Config) -> Self {
+        Self {
+            store,
+            verbosity: AtomicU32::new(u32::from(config.verbosity)),
+            config,
+            counters: Counters::default(),
+            started: Instant::now(),
+            conns: Mutex::new(Vec::new()),
+            reset_at: AtomicU64::new(0),
+        }
+    }
+
+    pub fn register(&self, info: Arc<ConnInfo>) {
+        self.conns.lock().push(info);
+    }
+
+    pub fn unregister(&self, info: &Arc<ConnInfo>) {
+        self.conns.lock().retain(|c| !Arc::ptr_eq(c, info));
+    }
+
+    /// Runs one request, appending its reply (if any) to `out`.
+    pub fn execute(&self, req: &Request<'_>, conn: &ConnInfo, out: &mut Vec<u8>) -> Outcome {
+        let mark = out.len();
+        let outcome = self.run(req, conn, out);
+        if req.noreply() {
+            out.truncate(mark);
+        }
+        outcome
+    }
+
+    fn run(&self, req: &Request<'_>, conn: &ConnInfo, out: &mut Vec<u8>) -> Outcome {
+        match *req {
+            Request::Get {
+                keys,
+                with_cas,
+                touch,
+            } => self.get(keys, with_cas, touch, out),
+            Request::Store {
+                mode,
+                key,
+                flags,
+                exptime,
+                value,
+                ..
+            } => {
+                let reply = match self
+                    .store
+                    .store(engine_mode(mode), key, value, flags, exptime)
+                {
+                    Ok((StoreResult::Stored, _)) => "STORED",
+                    Ok((StoreResult::NotStored, _)) => self.failed_set("NOT_STORED"),
+                    Ok((StoreResult::Exists, _)) => self.failed_set("EXISTS"),
+                    Ok((StoreResult::NotFound, _)) => self.failed_set("NOT_FOUND"),
+                    Err(e) => store_error(e),
+                };
+                line(out, reply);
+            }
+            Request::TooLarge { mode, key, .. } => {
+                self.store.too_large(key, mode == StoreMode::Set);
+                line(out, store_error(StoreError::TooLarge));
+            }
+            Request::Delete { key, .. } => {
+                line(
+                    out,
+                    if self.store.delete(key) {
+                        "DELETED"
+                    } else {
+                        "NOT_FOUND"
+                    },
+                );
+            }
+            Request::Delta {
+                key, incr, delta, ..
+            } => match self.store.delta(key, incr, delta) {
+                Ok((DeltaResult::Value(v), _)) => {
+                    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                Ok((DeltaResult::NotFound, _)) => line(out, "NOT_FOUND"),
+                Ok((DeltaResult::NonNumeric, _)) => line(
+                    out,
+                    "CLIENT_ERROR cannot increment or decrement non-numeric value",
+                ),
+                Err(e) => line(out, store_error(e)),
+            },
+            Request::Touch { key, exptime, .. } => {
+                let hit = self.store.touch(key, exptime);
+                line(out, if hit { "TOUCHED" } else { "NOT_FOUND" });
+            }
+            Request::FlushAll { delay, .. } => {
+                if self.config.flush_enabled {
+                    self.store.flush(delay);
+                    line(out, "OK");
+                } else {
+                    line(out, "CLIENT_ERROR flush_all not allowed");
+                }
+            }
+            Request::Version => {
+                out.extend_from_slice(b"VERSION ");
+                out.extend_from_slice(PROTOCOL_VERSION.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Request::Verbosity { level, .. } => {
+                self.verbosity.store(level, Ordering::Relaxed);
+                line(out, "OK");
+            }
+            Request::Quit => return Outcome::Close,
+            Request::Shutdown { mode } => {
+                if !self.config.shutdown_enabled {
+                    line(out, "SERVER_ERROR: shutdown not enabled");
+                } else if mode == ShutdownMode::Invalid {
+                    line(out, "CLIENT_ERROR invalid shutdown mode");
+                } else {
+                    return Outcome::Shutdown;
+                }
+            }
+            Request::CacheMemlimit { megabytes, .. } => {
+                let reply = if megabytes < MIN_MEMLIMIT_MB {
+                    "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m"
+                } else if megabytes > MAX_MEMLIMIT_MB {
+                    "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes"
+                } else {
+                    self.store.set_limit((megabytes as usize) << 20);
+                    "OK"
+                };
+                line(out, reply);
+            }
+            Request::Stats { args } => self.stats(args, conn, out),
+        }
+        Outcome::Continue
+    }
+
+    fn failed_set(&self, reply: &'static str) -> &'static str {
+        self.counters.cmd_set_failed.fetch_add(1, Ordering::Relaxed);
+        reply
+    }
+
+    fn get(&self, keys: &[u8], with_cas: bool, touch: Option<i64>, out: &mut Vec<u8>) {
+        for key in keys.split(|&b| b == b' ').filter(|k| !k.is_empty()) {
+            self.store.get(key, touch, |it| {
+                let mut num = itoa::Buffer::new();
+                out.extend_from_slice(b"VALUE ");
+                out.extend_from_slice(it.key);
+                out.push(b' ');
+                out.extend_from_slice(num.format(it.flags).as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(num.format(it.value.len()).as_bytes());
+                if with_cas {
+                    out.push(b' ');
+                    out.extend_from_slice(num.format(it.cas).as_bytes());
+                }
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(it.value);
+                out.extend_from_slice(b"\r\n");
+            });
+        }
+        out.extend_from_slice(b"END\r\n");
+    }
+}
+
+fn engine_mode(mode: StoreMode) -> Mode {
+    match mode {
+        StoreMode::Set => Mode::Set,
+        StoreMode::Add => Mode::Add,
+        StoreMode::Replace => Mode::Replace,
+        StoreMode::Append => Mode::Append,
+        StoreMode::Prepend => Mode::Prepend,
+        StoreMode::Cas(cas) => Mode::Cas(cas),
+    }
+}
+
+fn store_error(e: StoreError) -> &'static str {
+    match e {
+        StoreError::TooLarge => "SERVER_ERROR object too large for cache",
+        StoreError::NoMemory => "SERVER_ERROR out of memory storing object",
+    }
+}
+
+/// Appends one reply line and its `\r\n`.
+pub fn line(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `STAT <name> <value>\r\n`.
+pub(crate) fn stat(out: &mut Vec<u8>, name: &str, value: impl std::fmt::Display) {
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "STAT {name} {value}\r\n");
+}

@@ -1,0 +1,417 @@
+//! `stats` and its sub-commands, in memcached 1.6's names and order. Tools parse these
+//! (memcached_exporter fails a scrape on a non-numeric value), so every line memcached sends
+//! is sent, with a constant where memcrab has no such mechanism (documented in
+//! docs/compatibility.md).
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use super::{Context, PROTOCOL_VERSION, line, stat};
+use crate::config::Binding;
+use crate::storage::StoreStats;
+use crate::storage::slab::PAGE_SIZE;
+
+/// One connection or listener, as `stats conns` shows it.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub fd: i32,
+    /// `tcp:<ip>:<port>` or `unix:<path>`.
+    pub addr: String,
+    /// For client connections, the listener's address.
+    pub listen_addr: Option<String>,
+    /// Unix time of the last command.
+    pub last_cmd: AtomicU64,
+    pub state: AtomicU8,
+}
+
+/// Connection states, named as memcached names them.
+pub mod state {
+    pub const LISTENING: u8 = 0;
+    pub const NEW_CMD: u8 = 1;
+    pub const WAITING: u8 = 2;
+    pub const READ: u8 = 3;
+    pub const PARSE_CMD: u8 = 4;
+    pub const WRITE: u8 = 5;
+    pub const NREAD: u8 = 6;
+    pub const SWALLOW: u8 = 7;
+    pub const CLOSING: u8 = 8;
+}
+
+fn state_name(s: u8) -> &'static str {
+    match s {
+        state::LISTENING => "conn_listening",
+        state::NEW_CMD => "conn_new_cmd",
+        state::WAITING => "conn_waiting",
+        state::READ => "conn_read",
+        state::PARSE_CMD => "conn_parse_cmd",
+        state::WRITE => "conn_write",
+        state::NREAD => "conn_nread",
+        state::SWALLOW => "conn_swallow",
+        _ => "conn_closing",
+    }
+}
+
+impl ConnInfo {
+    pub fn new(fd: i32, addr: String, listen_addr: Option<String>, now: u64) -> Self {
+        Self {
+            fd,
+            addr,
+            listen_addr,
+            last_cmd: AtomicU64::new(now),
+            state: AtomicU8::new(state::NEW_CMD),
+        }
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn rusage() -> (String, String) {
+    // SAFETY: getrusage only writes into the zeroed struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage struct; RUSAGE_SELF is always valid.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| format!("{}.{:06}", t.tv_sec, t.tv_usec);
+    (tv(ru.ru_utime), tv(ru.ru_stime))
+}
+
+/// Classes shown by `stats items` and `stats slabs`: those holding items or with events.
+fn active_classes(s: &StoreStats) -> impl Iterator<Item = usize> + '_ {
+    s.classes.iter().enumerate().skip(1).filter_map(|(id, c)| {
+        let active = c.number > 0 || c.cmd_set > 0 || c.evicted > 0 || c.get_hits > 0;
+        active.then_some(id)
+    })
+}
+
+impl Context {
+    pub(super) fn stats(&self, args: &[u8], conn: &ConnInfo, out: &mut Vec<u8>) {
+        let mut words = args.split(|&b| b == b' ').filter(|w| !w.is_empty());
+        let sub = words.next().unwrap_or(b"");
+        match sub {
+            b"" => self.stats_general(out),
+            b"reset" => {
+                self.store.reset_stats();
+                for c in [
+                    &self.counters.total_connections,
+                    &self.counters.rejected_connections,
+                    &self.counters.bytes_read,
+                    &self.counters.bytes_written,
+                    &self.counters.conn_yields,
+                    &self.counters.idle_kicks,
+                    &self.counters.listen_disabled_num,
+                    &self.counters.cmd_set_failed,
+                ] {
+                    c.store(0, Ordering::Relaxed);
+                }
+                self.reset_at
+                    .store(self.started.elapsed().as_secs(), Ordering::Relaxed);
+                line(out, "RESET");
+                return;
+            }
+            b"settings" => self.stats_settings(out),
+            b"items" => self.stats_items(out),
+            b"slabs" => self.stats_slabs(out),
+            b"sizes" => self.stats_sizes(out),
+            b"conns" => self.stats_conns(conn, out),
+            _ => {
+                line(out, "ERROR");
+                return;
+            }
+        }
+        line(out, "END");
+    }
+
+    fn stats_general(&self, out: &mut Vec<u8>) {
+        let s = self.store.stats();
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let time = self.store.time();
+        let now = time.unix_now();
+        let (user, system) = rusage();
+        let curr_conns = load(&c.curr_connections);
+        let cmd_set = s.totals.cmd_set + load(&c.cmd_set_failed);
+        let buckets = s.index_buckets.max(1);
+        stat(out, "pid", std::process::id());
+        stat(out, "uptime", self.started.elapsed().as_secs());
+        stat(out, "time", now);
+        stat(out, "version", PROTOCOL_VERSION);
+        stat(out, "libevent", "none");
+        stat(out, "pointer_size", usize::BITS);
+        stat(out, "rusage_user", user);
+        stat(out, "rusage_system", system);
+        stat(out, "max_connections", self.config.max_conns);
+        stat(out, "curr_connections", curr_conns);
+        stat(out, "total_connections", load(&c.total_connections));
+        if self.config.maxconns_fast {
+            stat(out, "rejected_connections", load(&c.rejected_connections));
+        }
+        stat(out, "connection_structures", curr_conns);
+        stat(out, "response_obj_oom", 0);
+        stat(out, "response_obj_count", 0);
+        stat(out, "response_obj_bytes", 0);
+        stat(out, "read_buf_count", curr_conns);
+        stat(out, "read_buf_bytes", 0);
+        stat(out, "read_buf_bytes_free", 0);
+        stat(out, "read_buf_oom", 0);
+        stat(out, "reserved_fds", 0);
+        stat(out, "cmd_get", s.totals.get_hits + s.ops.get_misses);
+        stat(out, "cmd_set", cmd_set);
+        stat(out, "cmd_flush", s.ops.flush_cmds);
+        stat(out, "cmd_touch", s.ops.touch_cmds);
+        stat(out, "cmd_meta", 0);
+        stat(out, "get_hits", s.totals.get_hits);
+        stat(out, "get_misses", s.ops.get_misses);
+        stat(out, "get_expired", s.ops.get_expired);
+        stat(out, "get_flushed", s.ops.get_flushed);
+        stat(out, "delete_misses", s.ops.delete_misses);
+        stat(out, "delete_hits", s.totals.delete_hits);
+        stat(out, "incr_misses", s.ops.incr_misses);
+        stat(out, "incr_hits", s.totals.incr_hits);
+        stat(out, "decr_misses", s.ops.decr_misses);
+        stat(out, "decr_hits", s.totals.decr_hits);
+        stat(out, "cas_misses", s.ops.cas_misses);
+        stat(out, "cas_hits", s.totals.cas_hits);
+        stat(out, "cas_badval", s.totals.cas_badval);
+        stat(out, "touch_hits", s.totals.touch_hits);
+        stat(out, "touch_misses", s.ops.touch_misses);
+        stat(out, "store_too_large", s.ops.store_too_large);
+        stat(out, "store_no_memory", s.ops.store_no_memory);
+        stat(out, "auth_cmds", 0);
+        stat(out, "auth_errors", 0);
+        if self.config.idle_timeout > 0 {
+            stat(out, "idle_kicks", load(&c.idle_kicks));
+        }
+        stat(out, "bytes_read", load(&c.bytes_read));
+        stat(out, "bytes_written", load(&c.bytes_written));
+        stat(out, "limit_maxbytes", s.limit);
+        stat(out, "accepting_conns", 1);
+        stat(out, "listen_disabled_num", load(&c.listen_disabled_num));
+        stat(out, "time_in_listen_disabled_us", 0);
+        stat(out, "threads", self.config.threads);
+        stat(out, "conn_yields", load(&c.conn_yields));
+        stat(out, "hash_power_level", buckets.ilog2());
+        stat(out, "hash_bytes", s.index_bytes);
+        stat(out, "hash_is_expanding", 0);
+        for name in [
+            "slab_reassign_rescues",
+            "slab_reassign_chunk_rescues",
+            "slab_reassign_busy_nomem",
+            "slab_reassign_inline_reclaim",
+            "slab_reassign_busy_items",
+            "slab_reassign_busy_deletes",
+            "slab_reassign_running",
+            "slabs_moved",
+        ] {
+            stat(out, name, 0);
+        }
+        stat(out, "lru_crawler_running", 0);
+        stat(out, "lru_crawler_starts", 0);
+        stat(out, "lru_maintainer_juggles", 0);
+        stat(out, "malloc_fails", 0);
+        for name in [
+            "log_worker_dropped",
+            "log_worker_written",
+            "log_watcher_skipped",
+            "log_watcher_sent",
+            "log_watchers",
+        ] {
+            stat(out, name, 0);
+        }
+        stat(out, "bytes", s.totals.bytes);
+        stat(out, "curr_items", s.totals.number);
+        stat(out, "total_items", s.ops.total_items);
+        stat(out, "slab_global_page_pool", 0);
+        stat(out, "expired_unfetched", s.totals.expired_unfetched);
+        stat(out, "evicted_unfetched", s.totals.evicted_unfetched);
+        stat(out, "evicted_active", s.totals.evicted_active);
+        stat(out, "evictions", s.totals.evicted);
+        stat(out, "reclaimed", s.totals.reclaimed);
+        stat(out, "crawler_reclaimed", s.totals.crawler_reclaimed);
+        stat(out, "crawler_items_checked", s.ops.crawler_items_checked);
+        stat(out, "lrutail_reflocked", 0);
+        stat(out, "moves_to_cold", 0);
+        stat(out, "moves_to_warm", 0);
+        stat(out, "moves_within_lru", 0);
+        stat(
+            out,
+            "direct_reclaims",
+            s.totals.evicted + s.totals.reclaimed,
+        );
+        stat(out, "lru_bumps_dropped", 0);
+    }
+
+    fn stats_settings(&self, out: &mut Vec<u8>) {
+        let cfg = &self.config;
+        let st = &cfg.store;
+        stat(out, "maxbytes", self.store.limit());
+        stat(out, "maxconns", cfg.max_conns);
+        stat(out, "tcpport", cfg.port);
+        stat(out, "udpport", 0);
+        stat(out, "inter", cfg.listen_display());
+        stat(out, "verbosity", self.verbosity.load(Ordering::Relaxed));
+        stat(out, "oldest", 0);
+        stat(out, "evictions", if st.evictions { "on" } else { "off" });
+        stat(
+            out,
+            "domain_socket",
+            cfg.unix_socket
+                .as_ref()
+                .map_or("NULL".to_string(), |p| p.display().to_string()),
+        );
+        stat(out, "umask", format!("{:o}", cfg.unix_mask));
+        stat(out, "shutdown_command", yes_no(cfg.shutdown_enabled));
+        stat(out, "growth_factor", format!("{:.2}", st.growth_factor));
+        stat(out, "chunk_size", st.min_chunk);
+        stat(out, "num_threads", cfg.threads);
+        stat(out, "num_threads_per_udp", cfg.threads);
+        stat(out, "stat_key_prefix", cfg.stat_key_prefix);
+        stat(out, "detail_enabled", "no");
+        stat(out, "reqs_per_event", cfg.reqs_per_event);
+        stat(out, "cas_enabled", yes_no(st.cas_enabled));
+        stat(out, "tcp_backlog", cfg.backlog);
+        stat(
+            out,
+            "binding_protocol",
+            match cfg.protocol {
+                Binding::Auto => "auto-negotiate",
+                Binding::Ascii => "ascii",
+                Binding::Binary => "binary",
+            },
+        );
+        stat(out, "auth_enabled_sasl", "no");
+        stat(out, "auth_enabled_ascii", "no");
+        stat(out, "item_size_max", st.item_size_max);
+        stat(out, "maxconns_fast", yes_no(cfg.maxconns_fast));
+        stat(out, "hashpower_init", cfg.hashpower);
+        stat(out, "slab_reassign", "yes");
+        stat(out, "slab_automove", 1);
+        stat(out, "slab_automove_ratio", "0.80");
+        stat(out, "slab_automove_window", 30);
+        stat(out, "slab_chunk_max", st.slab_chunk_max);
+        stat(out, "lru_crawler", yes_no(cfg.lru_crawler));
+        stat(out, "lru_crawler_sleep", cfg.lru_crawler_sleep);
+        stat(out, "lru_crawler_tocrawl", cfg.lru_crawler_tocrawl);
+        stat(out, "tail_repair_time", 0);
+        stat(out, "flush_enabled", yes_no(cfg.flush_enabled));
+        stat(out, "dump_enabled", yes_no(cfg.dump_enabled));
+        stat(out, "hash_algorithm", "foldhash");
+        stat(out, "lru_maintainer_thread", "no");
+        stat(out, "lru_segmented", "no");
+        stat(out, "hot_lru_pct", 20);
+        stat(out, "warm_lru_pct", 40);
+        stat(out, "hot_max_factor", "0.20");
+        stat(out, "warm_max_factor", "2.00");
+        stat(out, "temp_lru", "no");
+        stat(out, "temporary_ttl", 61);
+        stat(out, "idle_timeout", cfg.idle_timeout);
+        stat(out, "watcher_logbuf_size", 262_144);
+        stat(out, "worker_logbuf_size", 65_536);
+        stat(out, "read_buf_mem_limit", 0);
+        stat(out, "track_sizes", yes_no(cfg.track_sizes));
+        stat(out, "inline_ascii_response", "no");
+        stat(out, "num_napi_ids", "(null)");
+        stat(out, "memory_file", "(null)");
+        stat(out, "client_flags_size", 4);
+    }
+
+    fn stats_items(&self, out: &mut Vec<u8>) {
+        let s = self.store.stats();
+        for id in active_classes(&s) {
+            let c = &s.classes[id];
+            let mut item = |name: &str, value: u64| stat(out, &format!("items:{id}:{name}"), value);
+            item("number", c.number);
+            item("number_hot", 0);
+            item("number_warm", 0);
+            item("number_cold", c.number);
+            item("age_hot", 0);
+            item("age_warm", 0);
+            item("age", 0);
+            item("mem_requested", c.bytes);
+            item("evicted", c.evicted);
+            item("evicted_nonzero", c.evicted_nonzero);
+            item("evicted_time", c.evicted_time);
+            item("outofmemory", c.outofmemory);
+            item("tailrepairs", 0);
+            item("reclaimed", c.reclaimed);
+            item("expired_unfetched", c.expired_unfetched);
+            item("evicted_unfetched", c.evicted_unfetched);
+            item("evicted_active", c.evicted_active);
+            item("crawler_reclaimed", c.crawler_reclaimed);
+            item("crawler_items_checked", 0);
+            item("lrutail_reflocked", 0);
+            item("moves_to_cold", 0);
+            item("moves_to_warm", 0);
+            item("moves_within_lru", 0);
+            item("direct_reclaims", c.evicted + c.reclaimed);
+            item("hits_to_hot", 0);
+            item("hits_to_warm", 0);
+            item("hits_to_cold", c.get_hits);
+            item("hits_to_temp", 0);
+        }
+    }
+
+    fn stats_slabs(&self, out: &mut Vec<u8>) {
+        let s = self.store.stats();
+        let classes = self.store.classes();
+        let mut active = 0;
+        for id in active_classes(&s) {
+            active += 1;
+            let c = &s.classes[id];
+            let chunk = classes.chunk_size(id);
+            let per_page = (PAGE_SIZE / chunk).max(1) as u64;
+            let pages = c.number.div_ceil(per_page).max(1);
+            let mut slab = |name: &str, value: u64| stat(out, &format!("{id}:{name}"), value);
+            slab("chunk_size", chunk as u64);
+            slab("chunks_per_page", per_page);
+            slab("total_pages", pages);
+            slab("total_chunks", pages * per_page);
+            slab("used_chunks", c.number);
+            slab("free_chunks", pages * per_page - c.number);
+            slab("free_chunks_end", 0);
+            slab("get_hits", c.get_hits);
+            slab("cmd_set", c.cmd_set);
+            slab("delete_hits", c.delete_hits);
+            slab("incr_hits", c.incr_hits);
+            slab("decr_hits", c.decr_hits);
+            slab("cas_hits", c.cas_hits);
+            slab("cas_badval", c.cas_badval);
+            slab("touch_hits", c.touch_hits);
+        }
+        stat(out, "active_slabs", active);
+        stat(out, "total_malloced", s.malloced);
+    }
+
+    fn stats_sizes(&self, out: &mut Vec<u8>) {
+        if !self.config.track_sizes {
+            stat(out, "sizes_status", "disabled");
+            return;
+        }
+        let mut buckets = std::collections::BTreeMap::<usize, u64>::new();
+        self.store.for_each_item(0, usize::MAX, |it| {
+            *buckets.entry(it.total_len().div_ceil(32) * 32).or_default() += 1;
+        });
+        for (size, count) in buckets {
+            stat(out, &size.to_string(), count);
+        }
+    }
+
+    fn stats_conns(&self, me: &ConnInfo, out: &mut Vec<u8>) {
+        let now = self.store.time().unix_now();
+        me.state.store(state::PARSE_CMD, Ordering::Relaxed);
+        let conns = self.conns.lock().clone();
+        for c in conns {
+            let fd = c.fd;
+            stat(out, &format!("{fd}:addr"), &c.addr);
+            if let Some(listen) = &c.listen_addr {
+                stat(out, &format!("{fd}:listen_addr"), listen);
+            }
+            stat(
+                out,
+                &format!("{fd}:state"),
+                state_name(c.state.load(Ordering::Relaxed)),
+            );
+            let idle = now.saturating_sub(c.last_cmd.load(Ordering::Relaxed));
+            stat(out, &format!("{fd}:secs_since_last_cmd"), idle);
+        }
+    }
+}

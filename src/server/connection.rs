@@ -1,0 +1,230 @@
+//! One task per client: read what has arrived, parse and run every complete request in it,
+//! and send all their replies with one write.
+//!
+//! Memory per connection is bounded: the read buffer holds at most one request (a line of
+//! at most `MAX_GET_LINE`, or a storage line and its data of at most `-I`), and the output
+//! buffer is written out whenever it passes [`OUT_FLUSH`]; a client that does not read stalls
+//! its own connection, not the server.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::shutdown::Shutdown;
+use crate::command::{ConnInfo, Context, Outcome, conn_state as state, line};
+use crate::protocol::{Limits, Parsed, ascii};
+use crate::storage::item::HEADER_LEN;
+
+/// Bytes asked of the socket per read (memcached reads 16 KB at a time too).
+const READ_CHUNK: usize = 16 * 1024;
+/// Replies are written out once this many bytes are waiting, even mid-batch.
+const OUT_FLUSH: usize = 256 * 1024;
+/// A read buffer grown past this for one large value shrinks back once it is empty.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+pub(crate) struct Connection<S> {
+    stream: S,
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+    info: Arc<ConnInfo>,
+    limits: Limits,
+    rbuf: BytesMut,
+    out: Vec<u8>,
+    /// Bytes of a refused value still to skip.
+    swallow: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    pub(crate) fn new(
+        stream: S,
+        fd: i32,
+        peer: String,
+        listen_addr: String,
+        ctx: Arc<Context>,
+        shutdown: Shutdown,
+    ) -> Self {
+        let info = Arc::new(ConnInfo::new(
+            fd,
+            peer,
+            Some(listen_addr),
+            ctx.store.time().unix_now(),
+        ));
+        let limits = Limits {
+            item_size_max: ctx.store.config().item_size_max,
+            item_overhead: HEADER_LEN,
+        };
+        Self {
+            stream,
+            ctx,
+            shutdown,
+            info,
+            limits,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            out: Vec::with_capacity(READ_CHUNK),
+            swallow: 0,
+        }
+    }
+
+    fn verbosity(&self) -> u32 {
+        self.ctx.verbosity.load(Ordering::Relaxed)
+    }
+
+    pub(crate) async fn serve(mut self) {
+        self.ctx.register(self.info.clone());
+        if self.verbosity() > 1 {
+            eprintln!("<{} new auto-negotiating client connection", self.info.fd);
+        }
+        if let Err(e) = self.serve_inner().await
+            && self.verbosity() > 0
+        {
+            eprintln!("<{} error: {e}", self.info.fd);
+        }
+        if self.verbosity() > 1 {
+            eprintln!("<{} connection closed.", self.info.fd);
+        }
+        self.ctx.unregister(&self.info);
+        self.ctx
+            .counters
+            .curr_connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    async fn serve_inner(&mut self) -> std::io::Result<()> {
+        let idle = self.ctx.config.idle_timeout;
+        loop {
+            let go_on = self.process().await?;
+            if !self.out.is_empty() && self.swallow == 0 {
+                self.flush().await?;
+            }
+            if !go_on || self.shutdown.is_triggered() {
+                return Ok(());
+            }
+            self.info.state.store(state::WAITING, Ordering::Relaxed);
+            if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_CAPACITY {
+                self.rbuf = BytesMut::with_capacity(READ_CHUNK);
+            }
+            self.rbuf.reserve(READ_CHUNK);
+            let read = self.stream.read_buf(&mut self.rbuf);
+            let n = tokio::select! {
+                r = read => r?,
+                _ = self.shutdown.wait() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_secs(idle)), if idle > 0 => {
+                    self.ctx.counters.idle_kicks.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            self.ctx
+                .counters
+                .bytes_read
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs every complete request in the read buffer. `Ok(false)` means close.
+    async fn process(&mut self) -> std::io::Result<bool> {
+        let ctx = self.ctx.clone();
+        let per_event = ctx.config.reqs_per_event;
+        let mut handled = 0;
+        loop {
+            if self.swallow > 0 {
+                let n = self.swallow.min(self.rbuf.len());
+                self.rbuf.advance(n);
+                self.swallow -= n;
+                if self.swallow > 0 {
+                    self.info.state.store(state::SWALLOW, Ordering::Relaxed);
+                    return Ok(true);
+                }
+            }
+            if self.rbuf.is_empty() {
+                return Ok(true);
+            }
+            self.info.state.store(state::PARSE_CMD, Ordering::Relaxed);
+            let mark = self.out.len();
+            let (used, outcome) = match ascii::parse(&self.rbuf, &self.limits) {
+                Parsed::Incomplete => {
+                    self.info.state.store(state::NREAD, Ordering::Relaxed);
+                    return Ok(true);
+                }
+                Parsed::Close => return Ok(false),
+                Parsed::Request(req, used) => {
+                    if let crate::protocol::Request::TooLarge { swallow, .. } = req {
+                        self.swallow = swallow;
+                    }
+                    (used, ctx.execute(&req, &self.info, &mut self.out))
+                }
+                Parsed::Error {
+                    error,
+                    consumed,
+                    swallow,
+                    noreply,
+                } => {
+                    if !noreply {
+                        line(&mut self.out, error.message());
+                    }
+                    self.swallow = swallow;
+                    (consumed, Outcome::Continue)
+                }
+            };
+            if self.verbosity() > 1 {
+                self.log_exchange(used, mark);
+            }
+            self.rbuf.advance(used);
+            self.info
+                .last_cmd
+                .store(ctx.store.time().unix_now(), Ordering::Relaxed);
+            match outcome {
+                Outcome::Continue => {}
+                Outcome::Close => return Ok(false),
+                Outcome::Shutdown => {
+                    self.shutdown.trigger();
+                    return Ok(false);
+                }
+            }
+            if self.out.len() >= OUT_FLUSH {
+                self.flush().await?;
+            }
+            handled += 1;
+            if handled % per_event == 0 {
+                ctx.counters.conn_yields.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// `-vv`: the command line and the first line of its reply, as memcached logs them.
+    fn log_exchange(&self, used: usize, mark: usize) {
+        let request = &self.rbuf[..used];
+        let cmd = request.split(|&b| b == b'\n').next().unwrap_or(b"");
+        let cmd = cmd.strip_suffix(b"\r").unwrap_or(cmd);
+        eprintln!("<{} {}", self.info.fd, String::from_utf8_lossy(cmd));
+        let reply = &self.out[mark..];
+        if let Some(first) = reply
+            .split(|&b| b == b'\n')
+            .next()
+            .filter(|l| !l.is_empty())
+        {
+            let first = first.strip_suffix(b"\r").unwrap_or(first);
+            eprintln!(">{} {}", self.info.fd, String::from_utf8_lossy(first));
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.info.state.store(state::WRITE, Ordering::Relaxed);
+        self.stream.write_all(&self.out).await?;
+        self.ctx
+            .counters
+            .bytes_written
+            .fetch_add(self.out.len() as u64, Ordering::Relaxed);
+        self.out.clear();
+        if self.out.capacity() > OUT_FLUSH * 2 {
+            self.out.shrink_to(READ_CHUNK);
+        }
+        Ok(())
+    }
+}

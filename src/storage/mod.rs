@@ -234,6 +234,17 @@ impl Store {
         touch: Option<i64>,
         f: impl FnOnce(ItemView<'_>) -> R,
     ) -> Option<R> {
+        self.access(key, touch, true, f)
+    }
+
+    /// A read, a touch, or both (gat); `is_get` says whether it counts as a get.
+    fn access<R>(
+        &self,
+        key: &[u8],
+        touch: Option<i64>,
+        is_get: bool,
+        f: impl FnOnce(ItemView<'_>) -> R,
+    ) -> Option<R> {
         let hash = self.hash(key);
         let h = |k: &[u8]| self.hash(k);
         let ctx = self.ctx(&h);
@@ -245,11 +256,13 @@ impl Store {
             Ok(at) => at,
             Err(why) => {
                 let ops = &mut shard.stats.ops;
-                ops.get_misses += 1;
-                match why {
-                    Validity::Expired => ops.get_expired += 1,
-                    Validity::Flushed => ops.get_flushed += 1,
-                    Validity::Live => {}
+                if is_get {
+                    ops.get_misses += 1;
+                    match why {
+                        Validity::Expired => ops.get_expired += 1,
+                        Validity::Flushed => ops.get_flushed += 1,
+                        Validity::Live => {}
+                    }
                 }
                 if touch.is_some() {
                     ops.touch_misses += 1;
@@ -258,7 +271,9 @@ impl Store {
             }
         };
         let class = self.classes.class_of(shard.item(at).total_len());
-        shard.stats.classes[class].get_hits += 1;
+        if is_get {
+            shard.stats.classes[class].get_hits += 1;
+        }
         if let Some(exptime) = touch {
             shard.stats.classes[class].touch_hits += 1;
             let deadline = self.time.deadline(exptime);
@@ -435,7 +450,7 @@ impl Store {
 
     /// Sets a new exptime; true if the item exists. The CAS is kept.
     pub fn touch(&self, key: &[u8], exptime: i64) -> bool {
-        self.get(key, Some(exptime), |_| ()).is_some()
+        self.access(key, Some(exptime), false, |_| ()).is_some()
     }
 
     /// incr/decr: 64-bit unsigned, incr wraps, decr floors at 0. A shorter result is

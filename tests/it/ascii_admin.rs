@@ -11,7 +11,9 @@ use std::time::Duration;
 #[track_caller]
 fn expect_version_line(c: &mut Conn) {
     let l = c.read_line();
-    let v = l.strip_prefix("VERSION ").unwrap_or_else(|| panic!("[{}] got {l:?}", c.label()));
+    let v = l
+        .strip_prefix("VERSION ")
+        .unwrap_or_else(|| panic!("[{}] got {l:?}", c.label()));
     assert!(
         !v.is_empty() && !v.contains(' ') && v.bytes().any(|b| b.is_ascii_digit()),
         "[{}] odd version {v:?}",
@@ -35,7 +37,12 @@ fn version_matches_stats_version() {
         c.send(b"version\r\n");
         let l = c.read_line();
         let st = c.stats("stats");
-        assert_eq!(Some(&l["VERSION ".len()..]), lookup(&st, "version"), "[{}]", c.label());
+        assert_eq!(
+            Some(&l["VERSION ".len()..]),
+            lookup(&st, "version"),
+            "[{}]",
+            c.label()
+        );
     });
 }
 
@@ -46,7 +53,10 @@ fn verbosity_replies() {
             (b"verbosity 1\r\n", b"OK\r\n"),
             (b"verbosity 0\r\n", b"OK\r\n"),
             (b"verbosity\r\n", b"ERROR\r\n"),
-            (b"verbosity abc\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+            (
+                b"verbosity abc\r\n",
+                b"CLIENT_ERROR bad command line format\r\n",
+            ),
             (b"verbosity 1 2 3\r\n", b"ERROR\r\n"),
         ]);
     });
@@ -59,7 +69,10 @@ fn flush_all_forms() {
             (b"flush_all\r\n", b"OK\r\n"),
             (b"flush_all 0\r\n", b"OK\r\n"),
             (b"flush_all -1\r\n", b"OK\r\n"),
-            (b"flush_all abc\r\n", b"CLIENT_ERROR invalid exptime argument\r\n"),
+            (
+                b"flush_all abc\r\n",
+                b"CLIENT_ERROR invalid exptime argument\r\n",
+            ),
         ]);
     });
 }
@@ -87,7 +100,10 @@ fn flush_all_disabled_by_dash_f() {
     for_each_target(&["-F"], |_, c| {
         store(c, "k", b"v");
         c.roundtrip(b"flush_all\r\n", b"CLIENT_ERROR flush_all not allowed\r\n");
-        c.roundtrip(b"flush_all 0\r\n", b"CLIENT_ERROR flush_all not allowed\r\n");
+        c.roundtrip(
+            b"flush_all 0\r\n",
+            b"CLIENT_ERROR flush_all not allowed\r\n",
+        );
         c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
         let st = c.stats("stats settings");
         assert_eq!(lookup(&st, "flush_enabled"), Some("no"), "[{}]", c.label());
@@ -99,13 +115,21 @@ fn cache_memlimit_replies() {
     for_each_target(&[], |_, c| {
         c.table(&[
             (b"cache_memlimit 100\r\n", b"OK\r\n"),
-            (b"cache_memlimit 4\r\n", b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"),
+            (
+                b"cache_memlimit 4\r\n",
+                b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n",
+            ),
             (b"cache_memlimit abc\r\n", b"ERROR\r\n"),
             (b"cache_memlimit\r\n", b"ERROR\r\n"),
         ]);
         c.roundtrip(b"cache_memlimit 80\r\n", b"OK\r\n");
         let st = c.stats("stats");
-        assert_eq!(lookup(&st, "limit_maxbytes"), Some("83886080"), "[{}]", c.label());
+        assert_eq!(
+            lookup(&st, "limit_maxbytes"),
+            Some("83886080"),
+            "[{}]",
+            c.label()
+        );
         let st = c.stats("stats settings");
         assert_eq!(lookup(&st, "maxbytes"), Some("83886080"), "[{}]", c.label());
     });
@@ -156,7 +180,10 @@ fn shutdown_graceful_with_dash_a_stops_the_server() {
 #[test]
 fn shutdown_bad_mode_is_client_error() {
     for_each_target(&["-A"], |_, c| {
-        c.roundtrip(b"shutdown now\r\n", b"CLIENT_ERROR invalid shutdown mode\r\n");
+        c.roundtrip(
+            b"shutdown now\r\n",
+            b"CLIENT_ERROR invalid shutdown mode\r\n",
+        );
         c.roundtrip(b"get k\r\n", b"END\r\n");
     });
 }

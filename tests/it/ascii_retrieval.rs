@@ -104,7 +104,10 @@ fn get_with_overlong_key_fails_whole_request() {
         store(c, "m1", b"a");
         store(c, "m2", b"b");
         let long = "k".repeat(251);
-        c.roundtrip(format!("get {long}\r\n").as_bytes(), b"CLIENT_ERROR bad command line format\r\n");
+        c.roundtrip(
+            format!("get {long}\r\n").as_bytes(),
+            b"CLIENT_ERROR bad command line format\r\n",
+        );
         c.roundtrip(
             format!("get m1 {long} m2\r\n").as_bytes(),
             b"CLIENT_ERROR bad command line format\r\n",
@@ -146,7 +149,10 @@ fn touch_hit_and_miss() {
         c.table(&[
             (b"touch tk 100\r\n", b"TOUCHED\r\n"),
             (b"touch nokey 100\r\n", b"NOT_FOUND\r\n"),
-            (b"touch tk abc\r\n", b"CLIENT_ERROR invalid exptime argument\r\n"),
+            (
+                b"touch tk abc\r\n",
+                b"CLIENT_ERROR invalid exptime argument\r\n",
+            ),
             (b"get tk\r\n", b"VALUE tk 0 1\r\nx\r\nEND\r\n"),
         ]);
     });
@@ -156,7 +162,10 @@ fn touch_hit_and_miss() {
 fn touch_negative_expires_item() {
     for_each_target(&[], |_, c| {
         store(c, "tn", b"x");
-        c.table(&[(b"touch tn -1\r\n", b"TOUCHED\r\n"), (b"get tn\r\n", b"END\r\n")]);
+        c.table(&[
+            (b"touch tn -1\r\n", b"TOUCHED\r\n"),
+            (b"get tn\r\n", b"END\r\n"),
+        ]);
     });
 }
 
@@ -190,8 +199,14 @@ fn gat_bad_exptime_and_no_key() {
     for_each_target(&[], |_, c| {
         store(c, "tk", b"x");
         c.table(&[
-            (b"gat abc tk\r\n", b"CLIENT_ERROR invalid exptime argument\r\n"),
-            (b"gats abc tk\r\n", b"CLIENT_ERROR invalid exptime argument\r\n"),
+            (
+                b"gat abc tk\r\n",
+                b"CLIENT_ERROR invalid exptime argument\r\n",
+            ),
+            (
+                b"gats abc tk\r\n",
+                b"CLIENT_ERROR invalid exptime argument\r\n",
+            ),
             (b"gat 10\r\n", b"END\r\n"),
         ]);
     });

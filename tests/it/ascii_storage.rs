@@ -100,7 +100,10 @@ fn client_flags_above_u32_rejected() {
 #[test]
 fn negative_or_huge_flags_rejected() {
     for_each_target(&[], |srv, c| {
-        for line in ["set fl -1 0 1\r\nx\r\n", "set fl 18446744073709551616 0 1\r\nx\r\n"] {
+        for line in [
+            "set fl -1 0 1\r\nx\r\n",
+            "set fl 18446744073709551616 0 1\r\nx\r\n",
+        ] {
             c.send(line.as_bytes());
             c.expect(b"CLIENT_ERROR bad command line format\r\n");
             if !srv.is_memcrab() {
@@ -258,7 +261,12 @@ fn cas_with_current_unique_stores_and_stale_unique_is_exists() {
         c.expect(b"EXISTS\r\n");
         let (flags, value, cas2) = c.gets("foo").expect("hit");
         assert_eq!((flags, value.as_slice()), (3, &b"Y"[..]), "[{}]", c.label());
-        assert_ne!(cas, cas2, "[{}] cas must change on a successful cas", c.label());
+        assert_ne!(
+            cas,
+            cas2,
+            "[{}] cas must change on a successful cas",
+            c.label()
+        );
     });
 }
 
@@ -278,7 +286,12 @@ fn cas_unique_changes_on_every_mutation() {
         for (req, reply) in steps {
             c.roundtrip(req, reply);
             let (_, _, cas) = c.gets("cu").expect("hit");
-            assert!(!seen.contains(&cas), "[{}] cas {cas} reused after {:?}", c.label(), esc(req));
+            assert!(
+                !seen.contains(&cas),
+                "[{}] cas {cas} reused after {:?}",
+                c.label(),
+                esc(req)
+            );
             seen.push(cas);
         }
     });

@@ -19,7 +19,10 @@ struct Outcome {
 /// PID) if it is still running after 5 s.
 fn run_to_exit(kind: Kind, args: &[&str]) -> Outcome {
     let mut cmd: Command = base_command(kind);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
@@ -41,19 +44,34 @@ fn run_to_exit(kind: Kind, args: &[&str]) -> Outcome {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("[{}] `{}` still running after 5 s", kind.name(), args.join(" "));
+            panic!(
+                "[{}] `{}` still running after 5 s",
+                kind.name(),
+                args.join(" ")
+            );
         }
         thread::sleep(Duration::from_millis(20));
     };
-    Outcome { code: status.code(), stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
+    Outcome {
+        code: status.code(),
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
 }
 
 /// Args that make a server start on a free port, plus `extra`.
 fn with_port(extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = ["-p", &free_port().to_string(), "-l", "127.0.0.1", "-u", "nobody"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut v: Vec<String> = [
+        "-p",
+        &free_port().to_string(),
+        "-l",
+        "127.0.0.1",
+        "-u",
+        "nobody",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     v.extend(extra.iter().map(|s| s.to_string()));
     v
 }
@@ -64,7 +82,13 @@ fn expect_startup_error(extra: &[&str], message: &str) {
         let args = with_port(extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = run_to_exit(kind, &args);
-        assert_eq!(o.code, Some(1), "[{}] {extra:?}: exit code; stderr {:?}", kind.name(), o.stderr);
+        assert_eq!(
+            o.code,
+            Some(1),
+            "[{}] {extra:?}: exit code; stderr {:?}",
+            kind.name(),
+            o.stderr
+        );
         assert!(
             o.stderr.contains(message),
             "[{}] {extra:?}: stderr {:?} lacks {message:?}",
@@ -108,7 +132,11 @@ fn udp_port_is_a_startup_error() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = run_to_exit(Kind::Memcrab, &args);
     assert_ne!(o.code, Some(0), "[memcrab] -U 1234 exited 0");
-    assert!(o.stderr.to_lowercase().contains("udp"), "[memcrab] stderr {:?} does not mention UDP", o.stderr);
+    assert!(
+        o.stderr.to_lowercase().contains("udp"),
+        "[memcrab] stderr {:?} does not mention UDP",
+        o.stderr
+    );
 }
 
 #[test]
@@ -156,8 +184,15 @@ fn option_spellings_are_accepted() {
         for_each_target(args, |srv, c| {
             c.send(b"version\r\n");
             let l = c.read_line();
-            assert!(l.starts_with("VERSION "), "[{}] {args:?}: {l:?}", srv.name());
-            c.roundtrip(b"set k 0 0 1\r\nx\r\nget k\r\n", b"STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n");
+            assert!(
+                l.starts_with("VERSION "),
+                "[{}] {args:?}: {l:?}",
+                srv.name()
+            );
+            c.roundtrip(
+                b"set k 0 0 1\r\nx\r\nget k\r\n",
+                b"STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n",
+            );
         });
     }
 }

@@ -77,7 +77,9 @@ pub fn targets() -> Vec<Kind> {
         } else {
             static NOTE: OnceLock<()> = OnceLock::new();
             NOTE.get_or_init(|| {
-                eprintln!("note: `memcached` not on PATH; skipping the differential (memcached) half")
+                eprintln!(
+                    "note: `memcached` not on PATH; skipping the differential (memcached) half"
+                )
             });
         }
     }
@@ -140,20 +142,39 @@ impl Server {
         for _attempt in 0..4 {
             let port = free_port();
             let mut cmd = base_command(kind);
-            cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-U", "0", "-u", "nobody"]);
+            cmd.args([
+                "-p",
+                &port.to_string(),
+                "-l",
+                "127.0.0.1",
+                "-U",
+                "0",
+                "-u",
+                "nobody",
+            ]);
             cmd.args(args);
-            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
             let mut child = cmd
                 .spawn()
                 .unwrap_or_else(|e| panic!("[{}] cannot spawn: {e}", kind.name()));
             let stderr = Captured::spawn_reader(child.stderr.take().unwrap());
-            let mut srv = Server { kind, port, child: Some(child), stderr };
+            let mut srv = Server {
+                kind,
+                port,
+                child: Some(child),
+                stderr,
+            };
             match srv.wait_ready() {
                 Ok(()) => return srv,
                 Err(e) => last_err = e,
             }
         }
-        panic!("[{}] server with args {args:?} did not start: {last_err}", kind.name());
+        panic!(
+            "[{}] server with args {args:?} did not start: {last_err}",
+            kind.name()
+        );
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
@@ -162,10 +183,13 @@ impl Server {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
                 thread::sleep(Duration::from_millis(50));
-                return Err(format!("exited early with {st}; stderr: {:?}", self.stderr.text()));
+                return Err(format!(
+                    "exited early with {st}; stderr: {:?}",
+                    self.stderr.text()
+                ));
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
+            if let Ok(probe) = TcpStream::connect(("127.0.0.1", self.port)) {
+                return self.check_owner(probe);
             }
             if Instant::now() > deadline {
                 return Err(format!(
@@ -175,6 +199,56 @@ impl Server {
                 ));
             }
             thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The port was picked by probing, so another test's server may have
+    /// taken it first (then ours fails to bind). Ask the listener for its pid.
+    fn check_owner(&mut self, mut probe: TcpStream) -> Result<(), String> {
+        let pid = self.pid();
+        probe
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = Vec::new();
+        if probe.write_all(b"stats\r\n").is_ok() {
+            let mut chunk = [0u8; 8192];
+            while !buf.ends_with(b"END\r\n") && buf.len() < 1 << 20 {
+                match probe.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let reported = text
+            .lines()
+            .find_map(|l| l.strip_prefix("STAT pid "))
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        match reported {
+            Some(p) if p == pid => Ok(()),
+            Some(p) => {
+                let _ = self.child.as_mut().unwrap().kill();
+                let _ = self.child.take().unwrap().wait();
+                Err(format!(
+                    "port {} is served by another process (pid {p})",
+                    self.port
+                ))
+            }
+            None => {
+                // No usable `stats`: fall back to checking that our process
+                // is still alive a moment later.
+                thread::sleep(Duration::from_millis(100));
+                match self.child.as_mut().unwrap().try_wait().unwrap() {
+                    None => Ok(()),
+                    Some(st) => {
+                        self.child = None;
+                        Err(format!(
+                            "exited early with {st}; stderr: {:?}",
+                            self.stderr.text()
+                        ))
+                    }
+                }
+            }
         }
     }
 
@@ -316,8 +390,14 @@ impl Conn {
             .unwrap_or_else(|e| panic!("[{label}] connect to port {port}: {e}"));
         stream.set_nodelay(true).unwrap();
         stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-        Conn { stream, pending: Vec::new(), label }
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Conn {
+            stream,
+            pending: Vec::new(),
+            label,
+        }
     }
 
     pub fn label(&self) -> &'static str {
@@ -360,7 +440,12 @@ impl Conn {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 Err("timeout".into())
             }
-            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                ) =>
+            {
                 Ok(false)
             }
             Err(e) => Err(e.to_string()),
@@ -445,7 +530,10 @@ impl Conn {
             }
             let now = Instant::now();
             if now >= deadline {
-                panic!("[{}] expected the connection to close, it is still open", self.label);
+                panic!(
+                    "[{}] expected the connection to close, it is still open",
+                    self.label
+                );
             }
             match self.fill(deadline - now) {
                 Ok(false) => return,
@@ -461,14 +549,21 @@ impl Conn {
         let deadline = Instant::now() + Duration::from_millis(ms);
         loop {
             if !self.pending.is_empty() {
-                panic!("[{}] expected no reply, got {:?}", self.label, esc_short(&self.pending));
+                panic!(
+                    "[{}] expected no reply, got {:?}",
+                    self.label,
+                    esc_short(&self.pending)
+                );
             }
             let now = Instant::now();
             if now >= deadline {
                 return;
             }
             match self.fill(deadline - now) {
-                Ok(false) => panic!("[{}] expected no reply, but the connection closed", self.label),
+                Ok(false) => panic!(
+                    "[{}] expected no reply, but the connection closed",
+                    self.label
+                ),
                 Ok(true) => {}
                 Err(_) => {}
             }
@@ -530,7 +625,11 @@ impl Conn {
                 let (k, v) = rest
                     .split_once(' ')
                     .unwrap_or_else(|| panic!("[{}] `{cmd}`: no value in {l:?}", self.label));
-                assert!(!k.is_empty(), "[{}] `{cmd}`: empty name in {l:?}", self.label);
+                assert!(
+                    !k.is_empty(),
+                    "[{}] `{cmd}`: empty name in {l:?}",
+                    self.label
+                );
                 (k.to_string(), v.to_string())
             })
             .collect()
@@ -541,8 +640,12 @@ impl Conn {
     pub fn stat_u64(&mut self, name: &str) -> u64 {
         let st = self.stats("stats");
         let v = lookup(&st, name).unwrap_or_else(|| panic!("[{}] no stat {name}", self.label));
-        v.parse()
-            .unwrap_or_else(|_| panic!("[{}] stat {name} = {v:?} is not an unsigned integer", self.label))
+        v.parse().unwrap_or_else(|_| {
+            panic!(
+                "[{}] stat {name} = {v:?} is not an unsigned integer",
+                self.label
+            )
+        })
     }
 
     /// `gets key` → (flags, value, cas); None on a miss.
@@ -565,9 +668,19 @@ impl Conn {
             .parse()
             .unwrap_or_else(|_| panic!("[{}] cas not a u64 in {head:?}", self.label));
         let deadline = Instant::now() + REPLY_TIMEOUT;
-        assert_eq!(self.fill_to(len + 2, deadline), "ok", "[{}] short value", self.label);
+        assert_eq!(
+            self.fill_to(len + 2, deadline),
+            "ok",
+            "[{}] short value",
+            self.label
+        );
         let mut data: Vec<u8> = self.pending.drain(..len + 2).collect();
-        assert_eq!(&data[len..], b"\r\n", "[{}] value not followed by \\r\\n", self.label);
+        assert_eq!(
+            &data[len..],
+            b"\r\n",
+            "[{}] value not followed by \\r\\n",
+            self.label
+        );
         data.truncate(len);
         self.expect(b"END\r\n");
         Some((flags, data, cas))
@@ -597,7 +710,10 @@ impl Conn {
 }
 
 pub fn lookup<'a>(stats: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    stats.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    stats
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// True if `v` is a plain decimal integer (optionally negative).
@@ -622,7 +738,12 @@ pub fn is_number(v: &str) -> bool {
 /// `<seconds>.<6 digits>`, the rusage format.
 pub fn is_sec_usec(v: &str) -> bool {
     match v.split_once('.') {
-        Some((s, u)) => is_int(s) && !s.starts_with('-') && u.len() == 6 && u.bytes().all(|b| b.is_ascii_digit()),
+        Some((s, u)) => {
+            is_int(s)
+                && !s.starts_with('-')
+                && u.len() == 6
+                && u.bytes().all(|b| b.is_ascii_digit())
+        }
         None => false,
     }
 }

@@ -43,18 +43,38 @@ fn old_items_are_evicted_under_small_memory_limit() {
         for (i, r) in replies.iter().enumerate() {
             assert_eq!(r, "STORED", "[{}] set ev{i}", c.label());
         }
-        assert!(!is_hit(c, "ev0"), "[{}] the oldest item survived", c.label());
-        assert!(!is_hit(c, "ev1"), "[{}] the second oldest item survived", c.label());
+        assert!(
+            !is_hit(c, "ev0"),
+            "[{}] the oldest item survived",
+            c.label()
+        );
+        assert!(
+            !is_hit(c, "ev1"),
+            "[{}] the second oldest item survived",
+            c.label()
+        );
         for i in n - 5..n {
-            assert!(is_hit(c, &format!("ev{i}")), "[{}] newest item ev{i} missing", c.label());
+            assert!(
+                is_hit(c, &format!("ev{i}")),
+                "[{}] newest item ev{i} missing",
+                c.label()
+            );
         }
         let st = c.stats("stats");
         let evictions: u64 = lookup(&st, "evictions").unwrap().parse().unwrap();
         let items: u64 = lookup(&st, "curr_items").unwrap().parse().unwrap();
         let bytes: u64 = lookup(&st, "bytes").unwrap().parse().unwrap();
         assert!(evictions > 0, "[{}] evictions = 0", c.label());
-        assert!(items < n as u64 && items > 100, "[{}] curr_items = {items}", c.label());
-        assert!(bytes <= 1 << 20, "[{}] bytes = {bytes} above -m 1", c.label());
+        assert!(
+            items < n as u64 && items > 100,
+            "[{}] curr_items = {items}",
+            c.label()
+        );
+        assert!(
+            bytes <= 1 << 20,
+            "[{}] bytes = {bytes} above -m 1",
+            c.label()
+        );
         assert_eq!(
             items + evictions,
             n as u64,
@@ -84,9 +104,18 @@ fn disabled_eviction_reports_out_of_memory() {
             .iter()
             .position(|r| r != "STORED")
             .unwrap_or_else(|| panic!("[{}] 4 MB stored into -m 1 -M", c.label()));
-        assert!(first_err > 100, "[{}] out of memory after only {first_err} items", c.label());
+        assert!(
+            first_err > 100,
+            "[{}] out of memory after only {first_err} items",
+            c.label()
+        );
         for (i, r) in replies.iter().enumerate().skip(first_err) {
-            assert_eq!(r, "SERVER_ERROR out of memory storing object", "[{}] set m{i}", c.label());
+            assert_eq!(
+                r,
+                "SERVER_ERROR out of memory storing object",
+                "[{}] set m{i}",
+                c.label()
+            );
         }
         // Nothing was evicted: the first items are still there.
         assert!(is_hit(c, "m0"), "[{}] m0 evicted despite -M", c.label());
@@ -95,7 +124,12 @@ fn disabled_eviction_reports_out_of_memory() {
         let st = c.stats("stats");
         assert_eq!(lookup(&st, "evictions"), Some("0"), "[{}]", c.label());
         let no_mem: u64 = lookup(&st, "store_no_memory").unwrap().parse().unwrap();
-        assert_eq!(no_mem, (n - first_err) as u64, "[{}] store_no_memory", c.label());
+        assert_eq!(
+            no_mem,
+            (n - first_err) as u64,
+            "[{}] store_no_memory",
+            c.label()
+        );
         // Deleting makes room again.
         for i in 0..first_err.min(200) {
             c.roundtrip(format!("delete m{i}\r\n").as_bytes(), b"DELETED\r\n");

@@ -16,12 +16,20 @@ fn wait_for_miss(c: &mut Conn, key: &str, within: Duration) -> Duration {
         if first == "END" {
             return true;
         }
-        assert!(first.starts_with(&format!("VALUE {key} ")), "[{}] {first:?}", c.label());
+        assert!(
+            first.starts_with(&format!("VALUE {key} ")),
+            "[{}] {first:?}",
+            c.label()
+        );
         c.read_line();
         c.expect(b"END\r\n");
         false
     });
-    assert!(gone, "[{}] {key} still readable after {within:?}", c.label());
+    assert!(
+        gone,
+        "[{}] {key} still readable after {within:?}",
+        c.label()
+    );
     start.elapsed()
 }
 
@@ -67,7 +75,10 @@ fn absolute_exptime_in_the_future_and_30_days_relative_are_kept() {
         c.roundtrip(b"set r30 0 2592000 1\r\nx\r\n", b"STORED\r\n"); // relative: 30 days
         c.send(&set_cmd("set", "abs", 0, unix_now() + 100, b"y"));
         c.expect(b"STORED\r\n");
-        c.roundtrip(b"get r30 abs\r\n", b"VALUE r30 0 1\r\nx\r\nVALUE abs 0 1\r\ny\r\nEND\r\n");
+        c.roundtrip(
+            b"get r30 abs\r\n",
+            b"VALUE r30 0 1\r\nx\r\nVALUE abs 0 1\r\ny\r\nEND\r\n",
+        );
     });
 }
 
@@ -98,7 +109,11 @@ fn touch_gat_extend_ttl_and_append_keeps_it() {
             (b"append appended 0 0 1\r\nD\r\n", b"STORED\r\n"),
         ]);
         c.send(b"gats 100 gatsed\r\n");
-        assert!(c.read_line().starts_with("VALUE gatsed 0 1 "), "[{}]", c.label());
+        assert!(
+            c.read_line().starts_with("VALUE gatsed 0 1 "),
+            "[{}]",
+            c.label()
+        );
         c.expect(b"c\r\nEND\r\n");
         wait_for_miss(c, "control", Duration::from_millis(3500));
         // append ignores its exptime: the item keeps its 1 s TTL.
@@ -117,7 +132,11 @@ fn flush_all_with_delay() {
         c.roundtrip(b"flush_all 2\r\n", b"OK\r\n");
         c.roundtrip(b"get fd\r\n", b"VALUE fd 0 1\r\nx\r\nEND\r\n");
         let waited = wait_for_miss(c, "fd", Duration::from_millis(3500));
-        assert!(waited >= Duration::from_millis(900), "[{}] flushed after {waited:?}", c.label());
+        assert!(
+            waited >= Duration::from_millis(900),
+            "[{}] flushed after {waited:?}",
+            c.label()
+        );
         // Items stored after the deadline survive. (memcached invalidates
         // items stored within the deadline's second too, so retry briefly.)
         let survived = wait_until(Duration::from_millis(1500), || {
@@ -128,8 +147,15 @@ fn flush_all_with_delay() {
                 true
             }
         });
-        assert!(survived, "[{}] items stored after the flush deadline are dropped", c.label());
+        assert!(
+            survived,
+            "[{}] items stored after the flush deadline are dropped",
+            c.label()
+        );
         store(c, "other", b"z");
-        c.roundtrip(b"get fd other\r\n", b"VALUE fd 0 1\r\ny\r\nVALUE other 0 1\r\nz\r\nEND\r\n");
+        c.roundtrip(
+            b"get fd other\r\n",
+            b"VALUE fd 0 1\r\ny\r\nVALUE other 0 1\r\nz\r\nEND\r\n",
+        );
     });
 }

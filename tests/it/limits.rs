@@ -19,7 +19,10 @@ fn send_big(c: &mut Conn, line: &str, len: usize, fill: u8) {
     req.extend(std::iter::repeat_n(fill, len));
     req.extend_from_slice(b"\r\n");
     let mut w = c.stream().try_clone().unwrap();
-    thread::spawn(move || w.write_all(&req)).join().unwrap().unwrap();
+    thread::spawn(move || w.write_all(&req))
+        .join()
+        .unwrap()
+        .unwrap();
 }
 
 #[test]
@@ -116,7 +119,9 @@ fn connection_limit_is_exact_for_memcrab() {
     let mut first = srv.connect();
     // The harness's readiness probe may still be counted; wait until only
     // this connection is.
-    let settled = wait_until(Duration::from_secs(3), || first.stat_u64("curr_connections") == 1);
+    let settled = wait_until(Duration::from_secs(3), || {
+        first.stat_u64("curr_connections") == 1
+    });
     assert!(settled, "[memcrab] curr_connections never settled at 1");
     let _others = open_working(&srv, 4);
     let mut extra = srv.connect();
@@ -131,7 +136,10 @@ fn connection_limit_is_exact_for_memcrab() {
     });
     assert!(ok, "[memcrab] no slot after closing clients");
     let st = first.stats("stats");
-    assert!(lookup(&st, "rejected_connections").is_some_and(|v| v != "0"), "[memcrab] {st:?}");
+    assert!(
+        lookup(&st, "rejected_connections").is_some_and(|v| v != "0"),
+        "[memcrab] {st:?}"
+    );
     assert_eq!(lookup(&st, "max_connections"), Some("5"), "[memcrab]");
 }
 
@@ -155,11 +163,32 @@ fn connection_limit_rejects_extra_clients() {
             assert!(l.starts_with("VERSION "), "[{}] got {l:?}", kind.name());
             conns.push(c);
         }
-        assert!(rejected, "[{}] 40 clients accepted with -c {limit}", kind.name());
+        assert!(
+            rejected,
+            "[{}] 40 clients accepted with -c {limit}",
+            kind.name()
+        );
         if kind == Kind::Memcrab {
-            assert!(conns.len() >= 7, "[memcrab] only {} clients with -c 8", conns.len());
+            assert!(
+                conns.len() >= 7,
+                "[memcrab] only {} clients with -c 8",
+                conns.len()
+            );
         }
         // Existing clients keep working.
         conns[0].roundtrip(b"get k\r\n", b"END\r\n");
     }
+}
+
+#[test]
+fn two_hundred_simultaneous_connections() {
+    for_each_server(&[], |srv| {
+        let mut conns = open_working(srv, 200);
+        for (i, c) in conns.iter_mut().enumerate() {
+            store(c, &format!("c{i}"), b"v");
+        }
+        let mut c = srv.connect();
+        assert_eq!(c.stat_u64("curr_items"), 200, "[{}]", srv.name());
+        assert!(c.stat_u64("total_connections") >= 201, "[{}]", srv.name());
+    });
 }

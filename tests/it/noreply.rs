@@ -42,7 +42,10 @@ fn cas_with_noreply() {
     for_each_target(&[], |_, c| {
         store(c, "c", b"1");
         let (_, _, cas) = c.gets("c").unwrap();
-        silent(c, format!("cas c 0 0 1 {} noreply\r\nX\r\n", cas + 1).as_bytes()); // EXISTS
+        silent(
+            c,
+            format!("cas c 0 0 1 {} noreply\r\nX\r\n", cas + 1).as_bytes(),
+        ); // EXISTS
         silent(c, b"cas nokey 0 0 1 1 noreply\r\nX\r\n"); // NOT_FOUND
         silent(c, format!("cas c 0 0 1 {cas} noreply\r\n2\r\n").as_bytes());
         c.roundtrip(b"get c nokey\r\n", b"VALUE c 0 1\r\n2\r\nEND\r\n");

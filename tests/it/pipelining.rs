@@ -29,10 +29,17 @@ fn ten_thousand_pipelined_requests_reply_in_order() {
             req.extend_from_slice(b"incr n 1\r\n");
             want.extend_from_slice(format!("{}\r\n", i + 1).as_bytes());
             req.extend_from_slice(format!("delete p{}\r\n", i / 2).as_bytes());
-            want.extend_from_slice(if i % 2 == 0 { b"DELETED\r\n" } else { b"NOT_FOUND\r\n" });
+            want.extend_from_slice(if i % 2 == 0 {
+                b"DELETED\r\n"
+            } else {
+                b"NOT_FOUND\r\n"
+            });
         }
         send_in_background_and_expect(c, req, &want);
-        c.roundtrip(b"get n p2499 p1249\r\n", b"VALUE n 0 4\r\n2500\r\nVALUE p2499 2499 5\r\nv2499\r\nEND\r\n");
+        c.roundtrip(
+            b"get n p2499 p1249\r\n",
+            b"VALUE n 0 4\r\n2500\r\nVALUE p2499 2499 5\r\nv2499\r\nEND\r\n",
+        );
     });
 }
 

@@ -25,7 +25,10 @@ fn req(input: &[u8]) -> Request<'_> {
     }
 }
 
-fn err(input: &[u8]) -> (ProtocolError, usize, usize, bool) {
+/// An error, the bytes consumed and swallowed, and whether it is silent.
+type ErrorParts = (ProtocolError, usize, usize, bool);
+
+fn err(input: &[u8]) -> ErrorParts {
     match p(input) {
         Parsed::Error {
             error,
@@ -301,7 +304,7 @@ fn errors_map_to_memcacheds_replies() {
     use ProtocolError::*;
     let key251 = format!("get {}\r\n", "k".repeat(251));
     let set251 = format!("set {} 0 0 1\r\nx\r\n", "k".repeat(251));
-    let cases: Vec<(&[u8], (ProtocolError, usize, usize, bool))> = vec![
+    let cases: Vec<(&[u8], ErrorParts)> = vec![
         (b"GET foo\r\n", (UnknownCommand, 9, 0, false)),
         (b"foo\r\n", (UnknownCommand, 5, 0, false)),
         (b"   \r\n", (UnknownCommand, 5, 0, false)),

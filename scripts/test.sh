@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, wire tests (against memcrab, and against Debian's
+# memcached too when it is installed: the differential run), and real clients (pymemcache,
+# libmemcached's memccapable).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! python3 -c 'import pytest, pymemcache' 2>/dev/null; then
+    python3 -m pip install -q -r tests/clients/requirements.txt
+fi
+if ! command -v memcached >/dev/null; then
+    echo "NOTE: memcached is not installed: the wire tests run against memcrab only" >&2
+fi
+
+cargo test --release
+python3 -m pytest -q tests/clients

@@ -537,11 +537,11 @@ mod tests {
             128 << 20
         );
         assert_eq!(
-            run(&["-m", "64", "-I", "5m"]).err().unwrap(),
+            run(&["-m", "8", "-I", "5m"]).err().unwrap(),
             "Cannot set item size limit higher than 1/2 of memory max."
         );
         assert_eq!(
-            run(&["-m", "256", "-I", "5m"]).unwrap().store.item_size_max,
+            run(&["-m", "64", "-I", "5m"]).unwrap().store.item_size_max,
             5 << 20
         );
         assert_eq!(run(&["--extended=modern"]).unwrap().idle_timeout, 0);

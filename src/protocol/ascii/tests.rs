@@ -474,3 +474,59 @@ fn numbers_parse_strictly() {
     assert_eq!(parse_i64(b"-"), None);
     assert_eq!(parse_u32(b"4294967296"), None);
 }
+
+/// Hostile input: random mixes of command words, numbers, spaces, line ends and binary
+/// never panic, and a parse never claims more bytes than it was given.
+#[test]
+fn random_input_never_panics_or_overreads() {
+    let words: &[&[u8]] = &[
+        b"get",
+        b"gets",
+        b"gat",
+        b"set",
+        b"cas",
+        b"append",
+        b"incr",
+        b"delete",
+        b"touch",
+        b"flush_all",
+        b"stats",
+        b"verbosity",
+        b"noreply",
+        b"0",
+        b"-1",
+        b"4294967296",
+        b"5",
+        b"18446744073709551616",
+        b"key",
+        b" ",
+        b"  ",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"\x00",
+        b"\x80",
+        b"HTTP/1.1",
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..50_000 {
+        let mut input = Vec::new();
+        for _ in 0..(next() % 12) {
+            input.extend_from_slice(words[(next() % words.len() as u64) as usize]);
+            if next() % 3 == 0 {
+                input.push(b' ');
+            }
+        }
+        match p(&input) {
+            Parsed::Request(_, used) => assert!(used <= input.len()),
+            Parsed::Error { consumed, .. } => assert!(consumed <= input.len()),
+            Parsed::Incomplete | Parsed::Close => {}
+        }
+    }
+}

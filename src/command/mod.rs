@@ -6,6 +6,7 @@
 //! a `get` copies each value once, from the item under the shard lock into the bytes that
 //! go to the socket.
 
+mod meta;
 mod stats;
 
 use std::io::Write;
@@ -41,6 +42,7 @@ pub struct Counters {
     pub idle_kicks: AtomicU64,
     pub listen_disabled_num: AtomicU64,
     pub cmd_set_failed: AtomicU64,
+    pub meta_cmds: AtomicU64,
 }
 
 /// What the connection should do after a request.
@@ -99,6 +101,7 @@ impl Context {
 
     fn run(&self, req: &Request<'_>, conn: &ConnInfo, out: &mut Vec<u8>) -> Outcome {
         match *req {
+            Request::Meta(ref m) => self.meta(m, out),
             Request::Get {
                 keys,
                 with_cas,
@@ -124,7 +127,7 @@ impl Context {
                 };
                 line(out, reply);
             }
-            Request::TooLarge { mode, key, .. } => {
+            Request::TooLarge { mode, ref key, .. } => {
                 self.store.too_large(key, mode == StoreMode::Set);
                 line(out, store_error(StoreError::TooLarge));
             }
@@ -145,7 +148,7 @@ impl Context {
                     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
                     out.extend_from_slice(b"\r\n");
                 }
-                Ok((DeltaResult::NotFound, _)) => line(out, "NOT_FOUND"),
+                Ok((DeltaResult::NotFound | DeltaResult::Exists, _)) => line(out, "NOT_FOUND"),
                 Ok((DeltaResult::NonNumeric, _)) => line(
                     out,
                     "CLIENT_ERROR cannot increment or decrement non-numeric value",
@@ -238,7 +241,7 @@ fn engine_mode(mode: StoreMode) -> Mode {
     }
 }
 
-fn store_error(e: StoreError) -> &'static str {
+pub(crate) fn store_error(e: StoreError) -> &'static str {
     match e {
         StoreError::TooLarge => "SERVER_ERROR object too large for cache",
         StoreError::NoMemory => "SERVER_ERROR out of memory storing object",

@@ -100,6 +100,7 @@ impl Context {
                     &self.counters.idle_kicks,
                     &self.counters.listen_disabled_num,
                     &self.counters.cmd_set_failed,
+                    &self.counters.meta_cmds,
                 ] {
                     c.store(0, Ordering::Relaxed);
                 }
@@ -158,7 +159,7 @@ impl Context {
         stat(out, "cmd_set", cmd_set);
         stat(out, "cmd_flush", s.ops.flush_cmds);
         stat(out, "cmd_touch", s.ops.touch_cmds);
-        stat(out, "cmd_meta", 0);
+        stat(out, "cmd_meta", load(&c.meta_cmds));
         stat(out, "get_hits", s.totals.get_hits);
         stat(out, "get_misses", s.ops.get_misses);
         stat(out, "get_expired", s.ops.get_expired);

@@ -5,6 +5,11 @@
 //! Requests borrow keys and values from the input buffer, so parsing copies nothing.
 
 pub mod ascii;
+pub mod meta;
+
+use std::borrow::Cow;
+
+pub use meta::{Meta, MetaCommand, MetaFlags};
 
 /// Longest key memcached accepts ("the key must not exceed 250 characters", protocol.txt, Keys).
 pub const MAX_KEY_LEN: usize = 250;
@@ -49,7 +54,7 @@ pub enum Request<'a> {
     /// `swallow` bytes of data and terminator that follow the line.
     TooLarge {
         mode: StoreMode,
-        key: &'a [u8],
+        key: Cow<'a, [u8]>,
         swallow: usize,
         noreply: bool,
     },
@@ -89,6 +94,8 @@ pub enum Request<'a> {
     Stats {
         args: &'a [u8],
     },
+    /// mg, ms, md, ma, mn, me.
+    Meta(Meta<'a>),
 }
 
 impl Request<'_> {
@@ -106,6 +113,14 @@ impl Request<'_> {
             _ => false,
         }
     }
+
+    /// Bytes of data after the request that must be skipped unread (a refused value).
+    pub fn swallow(&self) -> usize {
+        match self {
+            Request::TooLarge { swallow, .. } => *swallow,
+            _ => 0,
+        }
+    }
 }
 
 /// A malformed request. Each variant is one reply line.
@@ -118,6 +133,19 @@ pub enum ProtocolError {
     InvalidExptime,
     InvalidDelta,
     DeleteUsage,
+    DuplicateFlag,
+    InvalidFlag,
+    InvalidOrDuplicateFlag,
+    BadToken,
+    FlagsTooLong,
+    FlagsAreTooLong,
+    OpaqueTooLong,
+    KeyDecode,
+    MsMode,
+    MaMode,
+    MLength,
+    BadInitial,
+    BadDeltaValue,
 }
 
 impl ProtocolError {
@@ -132,6 +160,19 @@ impl ProtocolError {
             ProtocolError::DeleteUsage => {
                 "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]"
             }
+            ProtocolError::DuplicateFlag => "CLIENT_ERROR duplicate flag",
+            ProtocolError::InvalidFlag => "CLIENT_ERROR invalid flag",
+            ProtocolError::InvalidOrDuplicateFlag => "CLIENT_ERROR invalid or duplicate flag",
+            ProtocolError::BadToken => "CLIENT_ERROR bad token in command line format",
+            ProtocolError::FlagsTooLong => "CLIENT_ERROR options flags too long",
+            ProtocolError::FlagsAreTooLong => "CLIENT_ERROR options flags are too long",
+            ProtocolError::OpaqueTooLong => "CLIENT_ERROR opaque token too long",
+            ProtocolError::KeyDecode => "CLIENT_ERROR error decoding key",
+            ProtocolError::MsMode => "CLIENT_ERROR invalid mode for ms M token",
+            ProtocolError::MaMode => "CLIENT_ERROR invalid mode for ma M token",
+            ProtocolError::MLength => "CLIENT_ERROR incorrect length for M token",
+            ProtocolError::BadInitial => "CLIENT_ERROR invalid numeric initial value",
+            ProtocolError::BadDeltaValue => "CLIENT_ERROR invalid numeric delta value",
         }
     }
 }

@@ -153,9 +153,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 Parsed::Close => return Ok(false),
                 Parsed::Request(req, used) => {
-                    if let crate::protocol::Request::TooLarge { swallow, .. } = req {
-                        self.swallow = swallow;
-                    }
+                    self.swallow = req.swallow();
                     (used, ctx.execute(&req, &self.info, &mut self.out))
                 }
                 Parsed::Error {

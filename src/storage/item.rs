@@ -4,7 +4,7 @@
 //! ```text
 //! off  size  field
 //!   0     1  key length (1..=250)
-//!   1     1  bits: CLOCK frequency (2 bits), FETCHED, STALE, WIN_SENT, DEAD
+//!   1     1  bits: CLOCK frequency (2 bits), FETCHED, STALE, WIN_SENT, DEAD, KEY_BINARY
 //!   2     4  value length
 //!   6     4  client flags
 //!  10     4  exptime, server-relative seconds, 0 = never
@@ -38,6 +38,8 @@ pub const STALE: u8 = 0b0000_1000;
 pub const WIN_SENT: u8 = 0b0001_0000;
 /// Unlinked from the index: the bytes are garbage until the segment is recycled.
 pub const DEAD: u8 = 0b0010_0000;
+/// The key was given in base64 (meta `b`) and is returned that way.
+pub const KEY_BINARY: u8 = 0b0100_0000;
 
 /// Total bytes an item with this key and value occupies.
 #[inline]

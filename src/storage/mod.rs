@@ -9,6 +9,7 @@
 
 pub mod expiry;
 pub mod item;
+mod meta;
 mod shard;
 pub mod slab;
 pub mod stats;
@@ -22,7 +23,8 @@ use parking_lot::Mutex;
 
 pub use expiry::{Clock, ManualClock, SystemClock, Timebase};
 pub use item::ItemRef;
-use item::{FETCHED, NewItem};
+use item::{KEY_BINARY, NewItem, STALE};
+pub use meta::{Debug, Delete, DeleteResult, Delta, DeltaOutcome, Read, ReadView};
 use shard::{Ctx, MAX_SEGMENTS, Shard, Validity};
 pub use slab::SizeClasses;
 use slab::{Pool, SEGMENT_SIZE};
@@ -88,6 +90,45 @@ impl StoreConfig {
     }
 }
 
+/// A write with all its options. `Mode::Cas` is the classic command; meta sets give the
+/// CAS to compare in `compare_cas` with any mode.
+#[derive(Debug, Clone, Copy)]
+pub struct Write<'a> {
+    pub mode: Mode,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub flags: u32,
+    /// The client's exptime.
+    pub exptime: i64,
+    /// Store only if the item's CAS equals this (set/replace: missing is `NotFound`).
+    pub compare_cas: Option<u64>,
+    /// The CAS to give the new item instead of the next from the counter (meta `E`).
+    pub new_cas: Option<u64>,
+    /// With `compare_cas`: an older CAS still stores, marking the item stale (meta `I`).
+    pub invalidate: bool,
+    /// Append/prepend to a missing key creates it with this exptime (meta `N`).
+    pub vivify: Option<i64>,
+    /// The key was sent in base64 and is returned that way (meta `b`).
+    pub key_binary: bool,
+}
+
+impl Default for Write<'_> {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Set,
+            key: b"",
+            value: b"",
+            flags: 0,
+            exptime: 0,
+            compare_cas: None,
+            new_cas: None,
+            invalidate: false,
+            vivify: None,
+            key_binary: false,
+        }
+    }
+}
+
 /// How a write treats an existing item (memcached's storage commands).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -115,6 +156,8 @@ pub enum DeltaResult {
     Value(u64),
     NonNumeric,
     NotFound,
+    /// The CAS given to compare did not match (meta `C`).
+    Exists,
 }
 
 /// Why a write failed.
@@ -234,59 +277,19 @@ impl Store {
         touch: Option<i64>,
         f: impl FnOnce(ItemView<'_>) -> R,
     ) -> Option<R> {
-        self.access(key, touch, true, f)
-    }
-
-    /// A read, a touch, or both (gat); `is_get` says whether it counts as a get.
-    fn access<R>(
-        &self,
-        key: &[u8],
-        touch: Option<i64>,
-        is_get: bool,
-        f: impl FnOnce(ItemView<'_>) -> R,
-    ) -> Option<R> {
-        let hash = self.hash(key);
-        let h = |k: &[u8]| self.hash(k);
-        let ctx = self.ctx(&h);
-        let mut shard = self.shard(hash).lock();
-        if touch.is_some() {
-            shard.stats.ops.touch_cmds += 1;
-        }
-        let at = match shard.lookup(&ctx, hash, key) {
-            Ok(at) => at,
-            Err(why) => {
-                let ops = &mut shard.stats.ops;
-                if is_get {
-                    ops.get_misses += 1;
-                    match why {
-                        Validity::Expired => ops.get_expired += 1,
-                        Validity::Flushed => ops.get_flushed += 1,
-                        Validity::Live => {}
-                    }
-                }
-                if touch.is_some() {
-                    ops.touch_misses += 1;
-                }
-                return None;
-            }
+        let opts = Read {
+            is_get: true,
+            touch,
+            ..Read::default()
         };
-        let class = self.classes.class_of(shard.item(at).total_len());
-        if is_get {
-            shard.stats.classes[class].get_hits += 1;
-        }
-        if let Some(exptime) = touch {
-            shard.stats.classes[class].touch_hits += 1;
-            let deadline = self.time.deadline(exptime);
-            shard.item_mut(at).set_exptime(deadline);
-        }
-        shard.touch_access(at, ctx.now);
-        let it = shard.item(at);
-        Some(f(ItemView {
-            key: it.key(),
-            value: it.value(),
-            flags: it.flags(),
-            cas: self.visible_cas(it.cas()),
-        }))
+        self.read(key, &opts, |v| {
+            f(ItemView {
+                key: v.key,
+                value: v.value,
+                flags: v.flags,
+                cas: v.cas,
+            })
+        })
     }
 
     /// Writes an item (set/add/replace/append/prepend/cas). `exptime` is the client's.
@@ -298,12 +301,29 @@ impl Store {
         flags: u32,
         exptime: i64,
     ) -> Result<(StoreResult, u64), StoreError> {
-        if !self.fits(key.len(), value.len()) {
+        let (mode, compare_cas) = match mode {
+            Mode::Cas(cas) => (Mode::Set, Some(cas)),
+            other => (other, None),
+        };
+        self.write(&Write {
+            mode,
+            key,
+            value,
+            flags,
+            exptime,
+            compare_cas,
+            ..Write::default()
+        })
+    }
+
+    /// A write with every option the storage commands have (see [`Write`]).
+    pub fn write(&self, w: &Write<'_>) -> Result<(StoreResult, u64), StoreError> {
+        if !self.fits(w.key.len(), w.value.len()) {
             return Err(StoreError::TooLarge);
         }
-        let hash = self.hash(key);
+        let hash = self.hash(w.key);
         for attempt in 0..2 {
-            match self.try_store(hash, mode, key, value, flags, exptime) {
+            match self.try_write(hash, w) {
                 Err(StoreError::NoMemory) if attempt == 0 && self.steal_memory(hash) => continue,
                 other => return other,
             }
@@ -311,69 +331,76 @@ impl Store {
         Err(StoreError::NoMemory)
     }
 
-    fn try_store(
-        &self,
-        hash: u64,
-        mode: Mode,
-        key: &[u8],
-        value: &[u8],
-        flags: u32,
-        exptime: i64,
-    ) -> Result<(StoreResult, u64), StoreError> {
+    fn try_write(&self, hash: u64, w: &Write<'_>) -> Result<(StoreResult, u64), StoreError> {
         let h = |k: &[u8]| self.hash(k);
         let ctx = self.ctx(&h);
         let mut shard = self.shard(hash).lock();
-        let current = shard.lookup(&ctx, hash, key).ok();
+        let current = shard.lookup(&ctx, hash, w.key).ok();
         let mut scratch = Vec::new();
-        let (flags, deadline, value) = match (mode, current) {
+        let mut bits = if w.key_binary { KEY_BINARY } else { 0 };
+        let is_cas = w.compare_cas.is_some() && matches!(w.mode, Mode::Set | Mode::Replace);
+        let (flags, deadline, value) = match (w.mode, current) {
             (Mode::Add, Some(at)) => {
                 // memcached bumps the existing item on a failed add.
                 shard.touch_access(at, ctx.now);
                 return Ok((StoreResult::NotStored, 0));
             }
-            (Mode::Replace | Mode::Append | Mode::Prepend, None) => {
-                return Ok((StoreResult::NotStored, 0));
-            }
-            (Mode::Cas(_), None) => {
+            (_, None) if is_cas => {
                 shard.stats.ops.cas_misses += 1;
                 return Ok((StoreResult::NotFound, 0));
             }
-            (Mode::Cas(cas), Some(at)) => {
+            (Mode::Append | Mode::Prepend, None) if w.vivify.is_some() => {
+                let ttl = w.vivify.expect("checked");
+                (w.flags, self.time.deadline(ttl), [w.value, &[][..]])
+            }
+            (Mode::Replace | Mode::Append | Mode::Prepend, None) => {
+                return Ok((StoreResult::NotStored, 0));
+            }
+            (_, Some(at)) if is_cas => {
                 let it = shard.item(at);
                 let class = self.classes.class_of(it.total_len());
-                if it.cas() != cas {
-                    shard.stats.classes[class].cas_badval += 1;
-                    return Ok((StoreResult::Exists, 0));
+                let (current_cas, cas) = (it.cas(), w.compare_cas.expect("checked"));
+                if current_cas != cas {
+                    // Meta `I`: an older version is still stored, marked stale.
+                    if !(w.invalidate && cas < current_cas) {
+                        shard.stats.classes[class].cas_badval += 1;
+                        return Ok((StoreResult::Exists, 0));
+                    }
+                    bits |= STALE;
                 }
                 shard.stats.classes[class].cas_hits += 1;
-                (flags, self.time.deadline(exptime), [value, &[][..]])
+                (w.flags, self.time.deadline(w.exptime), [w.value, &[][..]])
             }
             (Mode::Append | Mode::Prepend, Some(at)) => {
                 let it = shard.item(at);
-                if !self.fits(key.len(), it.value_len() + value.len()) {
+                if w.compare_cas.is_some_and(|cas| cas != it.cas()) {
+                    return Ok((StoreResult::Exists, 0));
+                }
+                if !self.fits(w.key.len(), it.value_len() + w.value.len()) {
                     return Ok((StoreResult::NotStored, 0));
                 }
                 scratch.extend_from_slice(it.value());
-                let parts = if mode == Mode::Append {
-                    [&scratch[..], value]
+                let parts = if w.mode == Mode::Append {
+                    [&scratch[..], w.value]
                 } else {
-                    [value, &scratch[..]]
+                    [w.value, &scratch[..]]
                 };
+                bits |= it.bits() & KEY_BINARY;
                 (it.flags(), it.exptime(), parts)
             }
-            (Mode::Set | Mode::Add | Mode::Replace, _) => {
-                (flags, self.time.deadline(exptime), [value, &[][..]])
+            (Mode::Set | Mode::Add | Mode::Replace | Mode::Cas(_), _) => {
+                (w.flags, self.time.deadline(w.exptime), [w.value, &[][..]])
             }
         };
-        let cas = self.new_cas();
+        let cas = w.new_cas.unwrap_or_else(|| self.new_cas());
         let new = NewItem {
-            key,
+            key: w.key,
             value,
             flags,
             exptime: deadline,
             atime: ctx.now,
             cas,
-            bits: 0,
+            bits,
         };
         match shard.insert(&ctx, hash, &new) {
             Ok(at) => {
@@ -450,7 +477,11 @@ impl Store {
 
     /// Sets a new exptime; true if the item exists. The CAS is kept.
     pub fn touch(&self, key: &[u8], exptime: i64) -> bool {
-        self.access(key, Some(exptime), false, |_| ()).is_some()
+        let opts = Read {
+            touch: Some(exptime),
+            ..Read::default()
+        };
+        self.read(key, &opts, |_| ()).is_some()
     }
 
     /// incr/decr: 64-bit unsigned, incr wraps, decr floors at 0. A shorter result is
@@ -461,71 +492,15 @@ impl Store {
         incr: bool,
         delta: u64,
     ) -> Result<(DeltaResult, u64), StoreError> {
-        let hash = self.hash(key);
-        let h = |k: &[u8]| self.hash(k);
-        let ctx = self.ctx(&h);
-        let mut shard = self.shard(hash).lock();
-        let at = match shard.lookup(&ctx, hash, key) {
-            Ok(at) => at,
-            Err(_) => {
-                let ops = &mut shard.stats.ops;
-                if incr {
-                    ops.incr_misses += 1;
-                } else {
-                    ops.decr_misses += 1;
-                }
-                return Ok((DeltaResult::NotFound, 0));
-            }
-        };
-        let it = shard.item(at);
-        let Some(current) = parse_counter(it.value()) else {
-            return Ok((DeltaResult::NonNumeric, 0));
-        };
-        let class = self.classes.class_of(it.total_len());
-        let stats = &mut shard.stats.classes[class];
-        let value = if incr {
-            stats.incr_hits += 1;
-            current.wrapping_add(delta)
-        } else {
-            stats.decr_hits += 1;
-            current.saturating_sub(delta)
-        };
-        let text = value.to_string();
-        let cas = self.new_cas();
-        let (value_len, flags, exptime, bits) = {
-            let it = shard.item(at);
-            (
-                it.value_len(),
-                it.flags(),
-                it.exptime(),
-                it.bits() & FETCHED,
-            )
-        };
-        if text.len() <= value_len {
-            let mut it = shard.item_mut(at);
-            let dst = it.value_mut();
-            dst[..text.len()].copy_from_slice(text.as_bytes());
-            dst[text.len()..].fill(b' ');
-            it.set_cas(cas);
-            it.set_atime(ctx.now);
-            return Ok((DeltaResult::Value(value), self.visible_cas(cas)));
-        }
-        let new = NewItem {
+        let out = self.delta_with(
             key,
-            value: [text.as_bytes(), &[]],
-            flags,
-            exptime,
-            atime: ctx.now,
-            cas,
-            bits,
-        };
-        match shard.insert(&ctx, hash, &new) {
-            Ok(_) => Ok((DeltaResult::Value(value), self.visible_cas(cas))),
-            Err(()) => {
-                shard.stats.ops.store_no_memory += 1;
-                Err(StoreError::NoMemory)
-            }
-        }
+            &Delta {
+                incr,
+                delta,
+                ..Delta::default()
+            },
+        )?;
+        Ok((out.result, out.cas))
     }
 
     /// flush_all: with no delay every item goes now; with one, items last written or read

@@ -112,6 +112,13 @@ fn parse_line<'a>(line: &'a [u8], consumed: usize, buf: &'a [u8], limits: &Limit
     }
     let tokens = Tokens::new(line);
     let n = tokens.len();
+    let verb = tokens.get(0);
+    if verb.len() == 2
+        && verb[0] == b'm'
+        && let Some(parsed) = super::meta::parse(line, consumed, buf, limits)
+    {
+        return parsed;
+    }
     let request = match tokens.get(0) {
         b"get" => return parse_get(line, 1, consumed, false, None),
         b"gets" => return parse_get(line, 1, consumed, true, None),
@@ -161,7 +168,7 @@ fn parse_line<'a>(line: &'a [u8], consumed: usize, buf: &'a [u8], limits: &Limit
 }
 
 /// The bytes after the first `skip` tokens, without leading spaces.
-fn rest_after(line: &[u8], skip: usize) -> &[u8] {
+pub(crate) fn rest_after(line: &[u8], skip: usize) -> &[u8] {
     let mut rest = line;
     for _ in 0..skip {
         let start = rest.iter().take_while(|&&b| b == b' ').count();

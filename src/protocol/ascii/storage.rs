@@ -60,7 +60,7 @@ pub(super) fn parse<'a>(
         return Parsed::Request(
             Request::TooLarge {
                 mode,
-                key,
+                key: key.into(),
                 swallow: len + 2,
                 noreply,
             },

@@ -370,7 +370,7 @@ fn too_large_values_are_not_buffered() {
             used,
         ) => {
             assert_eq!(
-                (mode, key, swallow, noreply, used),
+                (mode, &key[..], swallow, noreply, used),
                 (StoreMode::Set, &b"k"[..], 2_000_000_002, false, 22)
             );
         }

@@ -1,0 +1,297 @@
+//! Runs meta commands and writes their replies: a two-letter code, return flags in the
+//! order the request gave them, and `q` hiding the nominal reply (`EN` for mg, `HD` for ms,
+//! md and ma; `VA` too for ma). Errors are always sent.
+
+use std::sync::atomic::Ordering;
+
+use super::{Context, line, store_error};
+use crate::protocol::meta::encode_key;
+use crate::protocol::{Meta, MetaCommand, MetaFlags};
+use crate::storage::{
+    Delete, DeleteResult, Delta, DeltaResult, Mode, Read, StoreError, StoreResult, Write,
+};
+
+/// Appends ` <flag><value>`.
+fn flag(out: &mut Vec<u8>, f: u8, value: impl itoa::Integer) {
+    out.push(b' ');
+    out.push(f);
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// ` k<key>`, base64-encoded with a ` b` after it for binary keys.
+fn key_flag(out: &mut Vec<u8>, key: &[u8], binary: bool) {
+    out.extend_from_slice(b" k");
+    if binary {
+        out.extend_from_slice(encode_key(key).as_bytes());
+        out.extend_from_slice(b" b");
+    } else {
+        out.extend_from_slice(key);
+    }
+}
+
+/// The flags every reply echoes, hit or miss: `O` and `k`.
+fn echo_flags(out: &mut Vec<u8>, flags: &MetaFlags<'_>, key: &[u8]) {
+    for token in flags.tokens() {
+        match token[0] {
+            b'O' => {
+                out.push(b' ');
+                out.extend_from_slice(token);
+            }
+            b'k' => key_flag(out, key, flags.base64),
+            _ => {}
+        }
+    }
+}
+
+/// A reply that `q` can hide: written, then cut off again if quiet.
+fn nominal(out: &mut Vec<u8>, quiet: bool, write: impl FnOnce(&mut Vec<u8>)) {
+    let mark = out.len();
+    write(out);
+    if quiet {
+        out.truncate(mark);
+    }
+}
+
+impl Context {
+    pub(super) fn meta(&self, m: &Meta<'_>, out: &mut Vec<u8>) {
+        if m.command != MetaCommand::Noop {
+            self.counters.meta_cmds.fetch_add(1, Ordering::Relaxed);
+        }
+        match m.command {
+            MetaCommand::Get => self.meta_get(m, out),
+            MetaCommand::Set => self.meta_set(m, out),
+            MetaCommand::Delete => self.meta_delete(m, out),
+            MetaCommand::Arithmetic => self.meta_arithmetic(m, out),
+            MetaCommand::Debug => self.meta_debug(m, out),
+            MetaCommand::Noop => line(out, "MN"),
+        }
+    }
+
+    fn meta_get(&self, m: &Meta<'_>, out: &mut Vec<u8>) {
+        let f = &m.flags;
+        let opts = Read {
+            is_get: f.ttl.is_none(),
+            touch: f.ttl,
+            vivify: f.vivify,
+            recache: f.recache,
+            no_bump: f.no_bump,
+            new_cas: f.new_cas,
+            key_binary: f.base64,
+        };
+        let hit = self.store.read(&m.key, &opts, |it| {
+            // `C`: a matching CAS means the client's copy is current; drop the value.
+            let send_value = f.value && f.compare_cas != Some(it.cas);
+            if send_value {
+                out.extend_from_slice(b"VA ");
+                out.extend_from_slice(itoa::Buffer::new().format(it.value.len()).as_bytes());
+            } else {
+                out.extend_from_slice(b"HD");
+            }
+            for token in f.tokens() {
+                match token[0] {
+                    b's' => flag(out, b's', it.value.len()),
+                    b't' => flag(out, b't', it.ttl),
+                    b'c' => flag(out, b'c', it.cas),
+                    b'f' => flag(out, b'f', it.flags),
+                    b'l' => flag(out, b'l', it.last_access),
+                    b'h' => flag(out, b'h', u8::from(it.hit_before)),
+                    b'O' => {
+                        out.push(b' ');
+                        out.extend_from_slice(token);
+                    }
+                    b'k' => key_flag(out, it.key, it.key_binary),
+                    _ => {}
+                }
+            }
+            if it.token_sent {
+                out.extend_from_slice(b" Z");
+            }
+            if it.stale {
+                out.extend_from_slice(b" X");
+            }
+            if it.won {
+                out.extend_from_slice(b" W");
+            }
+            out.extend_from_slice(b"\r\n");
+            if send_value {
+                out.extend_from_slice(it.value);
+                out.extend_from_slice(b"\r\n");
+            }
+        });
+        if hit.is_none() {
+            nominal(out, f.quiet, |out| {
+                out.extend_from_slice(b"EN");
+                echo_flags(out, f, &m.key);
+                out.extend_from_slice(b"\r\n");
+            });
+        }
+    }
+
+    fn meta_set(&self, m: &Meta<'_>, out: &mut Vec<u8>) {
+        let f = &m.flags;
+        let mode = match f.mode {
+            Some(b'E') => Mode::Add,
+            Some(b'A') => Mode::Append,
+            Some(b'P') => Mode::Prepend,
+            Some(b'R') => Mode::Replace,
+            _ => Mode::Set,
+        };
+        let write = Write {
+            mode,
+            key: &m.key,
+            value: m.value,
+            flags: f.client_flags,
+            exptime: f.ttl.unwrap_or(0),
+            compare_cas: f.compare_cas,
+            new_cas: f.new_cas,
+            invalidate: f.invalidate,
+            vivify: f
+                .vivify
+                .filter(|_| matches!(mode, Mode::Append | Mode::Prepend)),
+            key_binary: f.base64,
+        };
+        let (code, cas) = match self.store.write(&write) {
+            Ok((StoreResult::Stored, cas)) => ("HD", cas),
+            Ok((StoreResult::NotStored, _)) => ("NS", 0),
+            Ok((StoreResult::Exists, _)) => ("EX", 0),
+            Ok((StoreResult::NotFound, _)) => ("NF", 0),
+            Err(e) => {
+                if e == StoreError::TooLarge {
+                    self.store.too_large(&m.key, true);
+                }
+                line(out, store_error(e));
+                return;
+            }
+        };
+        let stored = code == "HD";
+        nominal(out, f.quiet && stored, |out| {
+            out.extend_from_slice(code.as_bytes());
+            for token in f.tokens() {
+                match token[0] {
+                    b'O' => {
+                        out.push(b' ');
+                        out.extend_from_slice(token);
+                    }
+                    b'k' => key_flag(out, &m.key, f.base64),
+                    b'c' => flag(out, b'c', cas),
+                    b's' if stored => {
+                        let size = self.store.get_size(&m.key).unwrap_or(m.value.len());
+                        flag(out, b's', size);
+                    }
+                    _ => {}
+                }
+            }
+            out.extend_from_slice(b"\r\n");
+        });
+    }
+
+    fn meta_delete(&self, m: &Meta<'_>, out: &mut Vec<u8>) {
+        let f = &m.flags;
+        let opts = Delete {
+            compare_cas: f.compare_cas,
+            invalidate: f.invalidate,
+            touch: f.ttl.filter(|_| f.invalidate),
+            drop_value: f.drop_value,
+            new_cas: f.new_cas,
+        };
+        let code = match self.store.delete_with(&m.key, &opts) {
+            DeleteResult::Deleted => "HD",
+            DeleteResult::NotFound => "NF",
+            DeleteResult::Exists => "EX",
+        };
+        nominal(out, f.quiet && code == "HD", |out| {
+            out.extend_from_slice(code.as_bytes());
+            echo_flags(out, f, &m.key);
+            out.extend_from_slice(b"\r\n");
+        });
+    }
+
+    fn meta_arithmetic(&self, m: &Meta<'_>, out: &mut Vec<u8>) {
+        let f = &m.flags;
+        let opts = Delta {
+            incr: !matches!(f.mode, Some(b'D' | b'd' | b'-')),
+            delta: f.delta,
+            compare_cas: f.compare_cas,
+            vivify: f.vivify.map(|ttl| (ttl, f.initial)),
+            touch: f.ttl,
+            new_cas: f.new_cas,
+        };
+        let outcome = match self.store.delta_with(&m.key, &opts) {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                line(out, "SERVER_ERROR out of memory");
+                return;
+            }
+        };
+        let value = match outcome.result {
+            DeltaResult::Value(v) => v,
+            DeltaResult::NonNumeric => {
+                line(
+                    out,
+                    "CLIENT_ERROR cannot increment or decrement non-numeric value",
+                );
+                return;
+            }
+            DeltaResult::NotFound | DeltaResult::Exists => {
+                out.extend_from_slice(if outcome.result == DeltaResult::Exists {
+                    b"EX"
+                } else {
+                    b"NF"
+                });
+                echo_flags(out, f, &m.key);
+                out.extend_from_slice(b"\r\n");
+                return;
+            }
+        };
+        let mut digits = itoa::Buffer::new();
+        let number = digits.format(value).as_bytes();
+        nominal(out, f.quiet, |out| {
+            if f.value {
+                out.extend_from_slice(b"VA ");
+                out.extend_from_slice(itoa::Buffer::new().format(number.len()).as_bytes());
+            } else {
+                out.extend_from_slice(b"HD");
+            }
+            for token in f.tokens() {
+                match token[0] {
+                    b'c' => flag(out, b'c', outcome.cas),
+                    b't' => flag(out, b't', outcome.ttl),
+                    b'O' => {
+                        out.push(b' ');
+                        out.extend_from_slice(token);
+                    }
+                    b'k' => key_flag(out, &m.key, f.base64),
+                    _ => {}
+                }
+            }
+            out.extend_from_slice(b"\r\n");
+            if f.value {
+                out.extend_from_slice(number);
+                out.extend_from_slice(b"\r\n");
+            }
+        });
+    }
+
+    fn meta_debug(&self, m: &Meta<'_>, out: &mut Vec<u8>) {
+        let Some(d) = self.store.debug(&m.key) else {
+            line(out, "EN");
+            return;
+        };
+        out.extend_from_slice(b"ME ");
+        if d.key_binary {
+            out.extend_from_slice(encode_key(&d.key).as_bytes());
+        } else {
+            out.extend_from_slice(&d.key);
+        }
+        let text = format!(
+            " exp={} la={} cas={} fetch={} cls={} size={}\r\n",
+            d.ttl,
+            d.last_access,
+            d.cas,
+            if d.fetched { "yes" } else { "no" },
+            d.class,
+            d.size
+        );
+        out.extend_from_slice(text.as_bytes());
+    }
+}

@@ -1,0 +1,507 @@
+//! memcached's meta commands (protocol.txt, "Meta Commands"): `mg ms md ma mn me`, a key,
+//! and single-character flags, some with a token (`T30`, `Oabc`).
+//!
+//! Flags are checked the way memcached 1.6 checks them: a repeated flag or one that is not
+//! ASCII is `CLIENT_ERROR duplicate flag`, an unknown one `CLIENT_ERROR invalid flag`, a bad
+//! numeric token the message of that flag; `ma` reports every flag error as `CLIENT_ERROR
+//! invalid or duplicate flag`. Errors are sent even with `q`.
+
+use std::borrow::Cow;
+
+use base64::Engine;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::{DecodePaddingMode, general_purpose};
+
+use super::ascii::{parse_i64, parse_u32, parse_u64};
+use super::{Limits, MAX_KEY_LEN, Parsed, ProtocolError, Request};
+
+/// memcached refuses a meta line of more tokens than this (counting its end marker).
+const MAX_OPT_TOKENS: usize = 20;
+/// The opaque token, `O` included, may be at most this long.
+pub const MAX_OPAQUE_LEN: usize = 32;
+/// Tokens kept from one meta line.
+const MAX_TOKENS: usize = 24;
+/// memcached refuses data lengths above `INT_MAX - 2`.
+const MAX_DATA_LEN: u64 = i32::MAX as u64 - 2;
+
+/// Standard alphabet; padding optional on input, written on output.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Encodes a binary key for `k` in a reply.
+pub fn encode_key(key: &[u8]) -> String {
+    general_purpose::STANDARD.encode(key)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaCommand {
+    Get,
+    Set,
+    Delete,
+    Arithmetic,
+    Debug,
+    Noop,
+}
+
+/// The flags of one meta request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaFlags<'a> {
+    /// The flags as sent (the rest of the line), for return flags in request order.
+    raw: &'a [u8],
+    pub base64: bool,
+    pub quiet: bool,
+    pub value: bool,
+    pub no_bump: bool,
+    pub invalidate: bool,
+    pub drop_value: bool,
+    pub ttl: Option<i64>,
+    pub vivify: Option<i64>,
+    pub recache: Option<i64>,
+    pub compare_cas: Option<u64>,
+    pub new_cas: Option<u64>,
+    pub client_flags: u32,
+    pub mode: Option<u8>,
+    pub delta: u64,
+    pub initial: u64,
+}
+
+impl Default for MetaFlags<'_> {
+    fn default() -> Self {
+        Self {
+            raw: b"",
+            base64: false,
+            quiet: false,
+            value: false,
+            no_bump: false,
+            invalidate: false,
+            drop_value: false,
+            ttl: None,
+            vivify: None,
+            recache: None,
+            compare_cas: None,
+            new_cas: None,
+            client_flags: 0,
+            mode: None,
+            delta: 1,
+            initial: 0,
+        }
+    }
+}
+
+impl<'a> MetaFlags<'a> {
+    /// The flag tokens in request order (`O123`, `t`, `k`, ...).
+    pub fn tokens(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.raw.split(|&b| b == b' ').filter(|t| !t.is_empty())
+    }
+}
+
+/// One meta request. `key` is decoded when the `b` flag was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta<'a> {
+    pub command: MetaCommand,
+    pub key: Cow<'a, [u8]>,
+    pub flags: MetaFlags<'a>,
+    /// `ms` data.
+    pub value: &'a [u8],
+}
+
+impl<'a> Parsed<'a> {
+    /// Attaches the raw flag text to a parsed meta request.
+    fn with_raw_flags(mut self, raw: &'a [u8]) -> Self {
+        if let Parsed::Request(Request::Meta(m), _) = &mut self {
+            m.flags.raw = raw;
+        }
+        self
+    }
+}
+
+fn fail<'a>(error: ProtocolError, consumed: usize, swallow: usize) -> Parsed<'a> {
+    Parsed::Error {
+        error,
+        consumed,
+        swallow,
+        noreply: false,
+    }
+}
+
+/// Parses a meta line whose command token is `cmd`. `None` if `cmd` is not a meta command.
+pub(super) fn parse<'a>(
+    line: &'a [u8],
+    consumed: usize,
+    buf: &'a [u8],
+    limits: &Limits,
+) -> Option<Parsed<'a>> {
+    let mut tokens: [&[u8]; MAX_TOKENS] = [b""; MAX_TOKENS];
+    let mut n = 0;
+    for token in line.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
+        if n == MAX_TOKENS {
+            // memcached's tokenizer stops here too; the line is refused below anyway.
+            n += 1;
+            break;
+        }
+        tokens[n] = token;
+        n += 1;
+    }
+    let command = match tokens[0] {
+        b"mg" => MetaCommand::Get,
+        b"ms" => MetaCommand::Set,
+        b"md" => MetaCommand::Delete,
+        b"ma" => MetaCommand::Arithmetic,
+        b"me" => MetaCommand::Debug,
+        b"mn" => MetaCommand::Noop,
+        _ => return None,
+    };
+    let tokens = &tokens[..n.min(MAX_TOKENS)];
+    Some(match command {
+        MetaCommand::Noop => Parsed::Request(
+            Request::Meta(Meta {
+                command,
+                key: Cow::Borrowed(b""),
+                flags: MetaFlags::default(),
+                value: b"",
+            }),
+            consumed,
+        ),
+        MetaCommand::Debug => parse_debug(tokens, consumed),
+        MetaCommand::Set => parse_set(tokens, n, consumed, buf, limits)
+            .with_raw_flags(super::ascii::rest_after(line, 3)),
+        _ => parse_keyed(command, tokens, n, consumed)
+            .with_raw_flags(super::ascii::rest_after(line, 2)),
+    })
+}
+
+fn parse_debug<'a>(tokens: &[&'a [u8]], consumed: usize) -> Parsed<'a> {
+    if tokens.len() < 2 || tokens[1].len() > MAX_KEY_LEN {
+        return fail(ProtocolError::BadCommandLine, consumed, 0);
+    }
+    let mut flags = MetaFlags::default();
+    let key = if tokens.get(2) == Some(&&b"b"[..]) {
+        flags.base64 = true;
+        match BASE64.decode(tokens[1]) {
+            Ok(k) if !k.is_empty() => Cow::Owned(k),
+            _ => return fail(ProtocolError::BadCommandLine, consumed, 0),
+        }
+    } else {
+        Cow::Borrowed(tokens[1])
+    };
+    Parsed::Request(
+        Request::Meta(Meta {
+            command: MetaCommand::Debug,
+            key,
+            flags,
+            value: b"",
+        }),
+        consumed,
+    )
+}
+
+/// mg, md, ma: `<cm> <key> <flags>*`.
+fn parse_keyed<'a>(
+    command: MetaCommand,
+    tokens: &[&'a [u8]],
+    n: usize,
+    consumed: usize,
+) -> Parsed<'a> {
+    if n < 2 {
+        return fail(ProtocolError::UnknownCommand, consumed, 0);
+    }
+    if tokens[1].len() > MAX_KEY_LEN {
+        return fail(ProtocolError::BadCommandLine, consumed, 0);
+    }
+    if n + 1 > MAX_OPT_TOKENS {
+        let error = if command == MetaCommand::Get {
+            ProtocolError::FlagsAreTooLong
+        } else {
+            ProtocolError::FlagsTooLong
+        };
+        return fail(error, consumed, 0);
+    }
+    let (key, flags) = match preparse(tokens[1], &tokens[2..]) {
+        Ok(parsed) => parsed,
+        Err(e) if command == MetaCommand::Arithmetic => {
+            let _ = e;
+            return fail(ProtocolError::InvalidOrDuplicateFlag, consumed, 0);
+        }
+        Err(e) => return fail(e, consumed, 0),
+    };
+    if command == MetaCommand::Arithmetic
+        && !matches!(
+            flags.mode,
+            None | Some(b'I' | b'i' | b'+' | b'D' | b'd' | b'-')
+        )
+    {
+        return fail(ProtocolError::MaMode, consumed, 0);
+    }
+    Parsed::Request(
+        Request::Meta(Meta {
+            command,
+            key,
+            flags,
+            value: b"",
+        }),
+        consumed,
+    )
+}
+
+/// ms: `ms <key> <datalen> <flags>*\r\n<data>\r\n`. Once the length has parsed, an error
+/// still skips the data.
+fn parse_set<'a>(
+    tokens: &[&'a [u8]],
+    n: usize,
+    consumed: usize,
+    buf: &'a [u8],
+    limits: &Limits,
+) -> Parsed<'a> {
+    if n < 2 {
+        return fail(ProtocolError::UnknownCommand, consumed, 0);
+    }
+    if tokens[1].len() > MAX_KEY_LEN || n == 2 {
+        return fail(ProtocolError::BadCommandLine, consumed, 0);
+    }
+    if n + 1 > MAX_OPT_TOKENS {
+        return fail(ProtocolError::FlagsTooLong, consumed, 0);
+    }
+    let Some(len) = parse_u64(tokens[2]).filter(|&l| l <= MAX_DATA_LEN) else {
+        return fail(ProtocolError::BadCommandLine, consumed, 0);
+    };
+    let len = len as usize;
+    let swallow = len + 2;
+    let (key, flags) = match preparse(tokens[1], &tokens[3..]) {
+        Ok(parsed) => parsed,
+        Err(e) => return fail(e, consumed, swallow),
+    };
+    if !matches!(flags.mode, None | Some(b'E' | b'A' | b'P' | b'R' | b'S')) {
+        return fail(ProtocolError::MsMode, consumed, swallow);
+    }
+    if limits.too_large(key.len(), len) {
+        return Parsed::Request(
+            Request::TooLarge {
+                mode: super::StoreMode::Set,
+                key,
+                swallow,
+                noreply: false,
+            },
+            consumed,
+        );
+    }
+    let end = consumed + swallow;
+    if buf.len() < end {
+        return Parsed::Incomplete;
+    }
+    if &buf[end - 2..end] != b"\r\n" {
+        return fail(ProtocolError::BadDataChunk, end, 0);
+    }
+    Parsed::Request(
+        Request::Meta(Meta {
+            command: MetaCommand::Set,
+            key,
+            flags,
+            value: &buf[consumed..consumed + len],
+        }),
+        end,
+    )
+}
+
+/// memcached's flag pre-parse: checks every flag, decodes a base64 key. A duplicate or
+/// unknown flag stops at once; a bad token is remembered and reported after the rest.
+fn preparse<'a>(
+    key: &'a [u8],
+    tokens: &[&'a [u8]],
+) -> Result<(Cow<'a, [u8]>, MetaFlags<'a>), ProtocolError> {
+    let mut f = MetaFlags::default();
+    let mut seen = [false; 128];
+    let mut error = None;
+    let mut key = Cow::Borrowed(key);
+    for &token in tokens {
+        let flag = token[0];
+        if flag >= 127 || seen[usize::from(flag)] {
+            return Err(ProtocolError::DuplicateFlag);
+        }
+        seen[usize::from(flag)] = true;
+        let arg = &token[1..];
+        let ttl = |e: &mut Option<ProtocolError>| {
+            let v = parse_i64(arg);
+            if v.is_none() {
+                *e = Some(ProtocolError::BadToken);
+            }
+            v
+        };
+        match flag {
+            b'b' => {
+                f.base64 = true;
+                match BASE64.decode(&key[..]) {
+                    Ok(decoded) if !decoded.is_empty() => key = Cow::Owned(decoded),
+                    _ => error = Some(ProtocolError::KeyDecode),
+                }
+            }
+            b'N' => f.vivify = ttl(&mut error),
+            b'T' => f.ttl = ttl(&mut error),
+            b'R' => f.recache = ttl(&mut error),
+            b'C' => {
+                f.compare_cas = parse_u64(arg);
+                if f.compare_cas.is_none() {
+                    error = Some(ProtocolError::BadToken);
+                }
+            }
+            b'E' => {
+                f.new_cas = parse_u64(arg);
+                if f.new_cas.is_none() {
+                    error = Some(ProtocolError::BadToken);
+                }
+            }
+            b'F' => match parse_u32(arg) {
+                Some(v) => f.client_flags = v,
+                None => error = Some(ProtocolError::BadCommandLine),
+            },
+            b'M' => {
+                if arg.len() == 1 {
+                    f.mode = Some(arg[0]);
+                } else {
+                    error = Some(ProtocolError::MLength);
+                }
+            }
+            b'J' => match parse_u64(arg) {
+                Some(v) => f.initial = v,
+                None => error = Some(ProtocolError::BadInitial),
+            },
+            b'D' => match parse_u64(arg) {
+                Some(v) => f.delta = v,
+                None => error = Some(ProtocolError::BadDeltaValue),
+            },
+            b'O' => {
+                if token.len() > MAX_OPAQUE_LEN {
+                    error = Some(ProtocolError::OpaqueTooLong);
+                }
+            }
+            b'v' => f.value = true,
+            b'u' => f.no_bump = true,
+            b'q' => f.quiet = true,
+            b'I' => f.invalidate = true,
+            b'x' => f.drop_value = true,
+            b'P' | b'L' | b'k' | b's' | b't' | b'c' | b'f' | b'h' | b'l' | b'S' => {}
+            _ => return Err(ProtocolError::InvalidFlag),
+        }
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok((key, f)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        item_size_max: 1 << 20,
+        item_overhead: 26,
+    };
+
+    fn p(input: &[u8]) -> Parsed<'_> {
+        super::super::ascii::parse(input, &LIMITS)
+    }
+
+    fn meta(input: &[u8]) -> Meta<'_> {
+        match p(input) {
+            Parsed::Request(Request::Meta(m), used) => {
+                assert_eq!(used, input.len());
+                m
+            }
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
+        }
+    }
+
+    fn error(input: &[u8]) -> (ProtocolError, usize) {
+        match p(input) {
+            Parsed::Error { error, swallow, .. } => (error, swallow),
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
+        }
+    }
+
+    #[test]
+    fn flags_parse_in_order() {
+        let m = meta(b"mg key s v t f c k O77 h l q u T30 N10 R5 E99\r\n");
+        assert_eq!(m.command, MetaCommand::Get);
+        assert_eq!(&m.key[..], b"key");
+        let f = &m.flags;
+        assert!(f.value && f.quiet && f.no_bump);
+        assert_eq!(
+            (f.ttl, f.vivify, f.recache, f.new_cas),
+            (Some(30), Some(10), Some(5), Some(99))
+        );
+        let tokens: Vec<&[u8]> = f.tokens().collect();
+        assert_eq!(tokens[..3], [&b"s"[..], b"v", b"t"]);
+        assert_eq!(tokens[6], b"O77");
+        let m = meta(b"ms k 3 T100 F9 c k O123 MA C5 I\r\nabc\r\n");
+        assert_eq!(
+            (m.value, m.flags.client_flags, m.flags.mode),
+            (&b"abc"[..], 9, Some(b'A'))
+        );
+        assert_eq!((m.flags.compare_cas, m.flags.invalidate), (Some(5), true));
+        let m = meta(b"ma k N0 J10 D5 MD v\r\n");
+        assert_eq!(
+            (m.flags.vivify, m.flags.initial, m.flags.delta, m.flags.mode),
+            (Some(0), 10, 5, Some(b'D'))
+        );
+        assert_eq!(meta(b"mn foo\r\n").command, MetaCommand::Noop);
+        assert_eq!(&meta(b"mg Zm9v b k v\r\n").key[..], b"foo");
+        assert_eq!(&meta(b"me Zm9v b\r\n").key[..], b"foo");
+        assert!(meta(b"mg k   v  \r\n").flags.value, "blanked flags are spaces");
+    }
+
+    #[test]
+    fn errors_are_memcacheds() {
+        use ProtocolError::*;
+        let long_key = format!("mg {} v\r\n", "k".repeat(251));
+        let opaque33 = format!("mg k O{}\r\n", "x".repeat(32));
+        let opaque32 = format!("mg k O{}\r\n", "x".repeat(31));
+        let cases: Vec<(&[u8], (ProtocolError, usize))> = vec![
+            (b"mg\r\n", (UnknownCommand, 0)),
+            (long_key.as_bytes(), (BadCommandLine, 0)),
+            (b"mg k !\r\n", (InvalidFlag, 0)),
+            (b"mg k v v\r\n", (DuplicateFlag, 0)),
+            (b"mg k Tabc\r\n", (BadToken, 0)),
+            (opaque33.as_bytes(), (OpaqueTooLong, 0)),
+            (b"mg !!!! b v\r\n", (KeyDecode, 0)),
+            (b"mg qk b v\r\n", (KeyDecode, 0)),
+            (b"ms k\r\n", (BadCommandLine, 0)),
+            (b"ms k abc\r\n", (BadCommandLine, 0)),
+            (b"ms sflag S2 T0\r\n", (BadCommandLine, 0)),
+            (b"ms k 1 Fabc\r\n", (BadCommandLine, 3)),
+            (b"ms k 1 Tabc\r\n", (BadToken, 3)),
+            (b"ms k 1 MZ\r\n", (MsMode, 3)),
+            (b"ms k 2\r\nxyz\r\n", (BadDataChunk, 0)),
+            (b"md k !\r\n", (InvalidFlag, 0)),
+            (b"ma k Dabc v\r\n", (InvalidOrDuplicateFlag, 0)),
+            (b"ma k v v\r\n", (InvalidOrDuplicateFlag, 0)),
+            (b"ma k MX v\r\n", (MaMode, 0)),
+            (b"me\r\n", (BadCommandLine, 0)),
+            (
+                b"mg k a b c d e f g h i j k l m n o p q r\r\n",
+                (FlagsAreTooLong, 0),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(error(input), want, "{:?}", String::from_utf8_lossy(input));
+        }
+        assert!(matches!(p(opaque32.as_bytes()), Parsed::Request(..)));
+    }
+
+    #[test]
+    fn too_large_ms_is_swallowed() {
+        match p(b"ms k 2000000 T0\r\n") {
+            Parsed::Request(Request::TooLarge { swallow, .. }, _) => assert_eq!(swallow, 2_000_002),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn incomplete_until_the_data_arrives() {
+        let input = b"ms k 3 T0\r\nabc\r\n";
+        for cut in 0..input.len() {
+            assert_eq!(p(&input[..cut]), Parsed::Incomplete, "cut at {cut}");
+        }
+    }
+}

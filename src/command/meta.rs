@@ -87,10 +87,13 @@ impl Context {
             } else {
                 out.extend_from_slice(b"HD");
             }
+            // Flags act in request order: a `t` before the `T` reports the old TTL.
+            let mut touched = false;
             for token in f.tokens() {
                 match token[0] {
+                    b'T' => touched = true,
                     b's' => flag(out, b's', it.value.len()),
-                    b't' => flag(out, b't', it.ttl),
+                    b't' => flag(out, b't', if touched { it.ttl } else { it.ttl_before }),
                     b'c' => flag(out, b'c', it.cas),
                     b'f' => flag(out, b'f', it.flags),
                     b'l' => flag(out, b'l', it.last_access),
@@ -209,7 +212,7 @@ impl Context {
     fn meta_arithmetic(&self, m: &Meta<'_>, out: &mut Vec<u8>) {
         let f = &m.flags;
         let opts = Delta {
-            incr: !matches!(f.mode, Some(b'D' | b'd' | b'-')),
+            incr: !matches!(f.mode, Some(b'D' | b'-')),
             delta: f.delta,
             compare_cas: f.compare_cas,
             vivify: f.vivify.map(|ttl| (ttl, f.initial)),
@@ -245,17 +248,28 @@ impl Context {
         };
         let mut digits = itoa::Buffer::new();
         let number = digits.format(value).as_bytes();
-        nominal(out, f.quiet, |out| {
+        // A reply for an item `N` created is sent even with `q`, as memcached does.
+        nominal(out, f.quiet && !outcome.created, |out| {
             if f.value {
                 out.extend_from_slice(b"VA ");
                 out.extend_from_slice(itoa::Buffer::new().format(number.len()).as_bytes());
             } else {
                 out.extend_from_slice(b"HD");
             }
+            let mut touched = outcome.created;
             for token in f.tokens() {
                 match token[0] {
+                    b'T' => touched = true,
                     b'c' => flag(out, b'c', outcome.cas),
-                    b't' => flag(out, b't', outcome.ttl),
+                    b't' => flag(
+                        out,
+                        b't',
+                        if touched {
+                            outcome.ttl
+                        } else {
+                            outcome.ttl_before
+                        },
+                    ),
                     b'O' => {
                         out.push(b' ');
                         out.extend_from_slice(token);

@@ -227,10 +227,7 @@ fn parse_keyed<'a>(
         Err(e) => return fail(e, consumed, 0),
     };
     if command == MetaCommand::Arithmetic
-        && !matches!(
-            flags.mode,
-            None | Some(b'I' | b'i' | b'+' | b'D' | b'd' | b'-')
-        )
+        && !matches!(flags.mode, None | Some(b'I' | b'+' | b'D' | b'-'))
     {
         return fail(ProtocolError::MaMode, consumed, 0);
     }
@@ -448,7 +445,10 @@ mod tests {
         assert_eq!(meta(b"mn foo\r\n").command, MetaCommand::Noop);
         assert_eq!(&meta(b"mg Zm9v b k v\r\n").key[..], b"foo");
         assert_eq!(&meta(b"me Zm9v b\r\n").key[..], b"foo");
-        assert!(meta(b"mg k   v  \r\n").flags.value, "blanked flags are spaces");
+        assert!(
+            meta(b"mg k   v  \r\n").flags.value,
+            "blanked flags are spaces"
+        );
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct ReadView<'a> {
     pub cas: u64,
     /// Seconds left, -1 for never.
     pub ttl: i64,
+    /// Seconds left before this request's touch (flags act in request order: `t T0`
+    /// reports the old TTL).
+    pub ttl_before: i64,
     /// Whether it had been read before this request.
     pub hit_before: bool,
     /// Seconds since the last access before this request.
@@ -99,6 +102,10 @@ pub struct DeltaOutcome {
     pub cas: u64,
     /// Seconds left, -1 for never (for `ma t`).
     pub ttl: i64,
+    /// Seconds left before this request's touch.
+    pub ttl_before: i64,
+    /// The item was created by this request (meta `N`).
+    pub created: bool,
 }
 
 /// What `me` shows of an item.
@@ -174,9 +181,9 @@ impl Store {
         } else if opts.is_get {
             shard.stats.classes[class].get_hits += 1;
         }
-        let (bits, atime) = {
+        let (bits, atime, exptime_before) = {
             let it = shard.item(at);
-            (it.bits(), it.atime())
+            (it.bits(), it.atime(), it.exptime())
         };
         if let Some(ttl) = opts.touch {
             let deadline = self.time.deadline(ttl);
@@ -204,6 +211,7 @@ impl Store {
             flags: it.flags(),
             cas: self.visible_cas(it.cas()),
             ttl: ttl_of(exptime, ctx.now),
+            ttl_before: ttl_of(exptime_before, ctx.now),
             hit_before: bits & FETCHED != 0,
             last_access: ctx.now.saturating_sub(atime),
             stale,
@@ -278,6 +286,8 @@ impl Store {
             result,
             cas: 0,
             ttl: -1,
+            ttl_before: -1,
+            created: false,
         };
         let at = match shard.lookup(&ctx, hash, key) {
             Ok(at) => at,
@@ -300,6 +310,8 @@ impl Store {
                             result: DeltaResult::Value(initial),
                             cas: self.visible_cas(cas),
                             ttl: ttl_of(exptime, ctx.now),
+                            ttl_before: ttl_of(exptime, ctx.now),
+                            created: true,
                         }),
                         Err(()) => Err(StoreError::NoMemory),
                     };
@@ -324,7 +336,8 @@ impl Store {
             return Ok(miss(DeltaResult::NonNumeric));
         };
         let (value_len, flags, bits) = (it.value_len(), it.flags(), it.bits());
-        let mut exptime = it.exptime();
+        let exptime_before = it.exptime();
+        let mut exptime = exptime_before;
         if let Some(ttl) = opts.touch {
             exptime = self.time.deadline(ttl);
         }
@@ -344,6 +357,8 @@ impl Store {
             result: DeltaResult::Value(value),
             cas: self.visible_cas(cas),
             ttl: ttl_of(exptime, ctx.now),
+            ttl_before: ttl_of(exptime_before, ctx.now),
+            created: false,
         };
         if text.len() <= value_len {
             let mut it = shard.item_mut(at);

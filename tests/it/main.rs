@@ -19,6 +19,7 @@ mod cli;
 mod eviction;
 mod expiry;
 mod limits;
+mod meta;
 mod noreply;
 mod pipelining;
 mod stats;

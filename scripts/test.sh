@@ -13,4 +13,8 @@ if ! command -v memcached >/dev/null; then
 fi
 
 cargo test --release
-python3 -m pytest -q tests/clients
+# The real-client tests run the binary `cargo test --release` just built, wherever the
+# target directory is.
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+MEMCRAB_BIN="${MEMCRAB_BIN:-$target_dir/release/memcrab}" python3 -m pytest -q tests/clients

@@ -154,10 +154,7 @@ fn mg_hit_return_flags_in_request_order() {
         );
         c.expect(b"hey\r\n");
         c.roundtrip(b"mg mk f s\r\n", b"HD f9 s3\r\n");
-        c.roundtrip(
-            &format!("mg mk c\r\n").into_bytes(),
-            format!("HD c{cas}\r\n").as_bytes(),
-        );
+        c.roundtrip(b"mg mk c\r\n", format!("HD c{cas}\r\n").as_bytes());
         // P and L are accepted and ignored.
         c.roundtrip(b"mg mk v Pfoo Lbar\r\n", b"VA 3\r\nhey\r\n");
         // Zero-length value.

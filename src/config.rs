@@ -133,6 +133,9 @@ pub struct Cli {
     /// Extended options, comma-separated (repeatable)
     #[arg(short = 'o', long = "extended")]
     pub extended: Vec<String>,
+    /// Port for Prometheus metrics and health checks (/metrics, /healthz, /readyz); 0 = off
+    #[arg(long = "metrics-port", env = "MEMCRAB_METRICS_PORT", default_value_t = 0)]
+    pub metrics_port: u16,
 }
 
 /// `-B`.
@@ -173,6 +176,8 @@ pub struct Config {
     pub lru_crawler_sleep: u64,
     pub lru_crawler_tocrawl: u64,
     pub track_sizes: bool,
+    /// `--metrics-port`: the HTTP metrics and health endpoint; 0 = off.
+    pub metrics_port: u16,
     pub store: StoreConfig,
 }
 
@@ -430,6 +435,7 @@ impl Cli {
             lru_crawler_sleep: 100,
             lru_crawler_tocrawl: 0,
             track_sizes: false,
+            metrics_port: self.metrics_port,
             store: StoreConfig {
                 limit_bytes,
                 threads: self.threads as usize,

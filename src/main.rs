@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use memcrab::command::Context;
 use memcrab::config::{Action, Cli, Config};
+use memcrab::metrics::{Exporter, ReaperStats};
 use memcrab::server::{self, Listener};
 use memcrab::storage::{Store, SystemClock};
 
@@ -73,8 +74,21 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(path, format!("TCP INET: {}\n", addr.port()))?;
     }
     let store = Arc::new(Store::new(config.store.clone(), Arc::new(SystemClock)));
-    let reaper = config.lru_crawler.then(|| spawn_reaper(store.clone()));
+    let reaper_stats = Arc::new(ReaperStats::default());
+    let reaper = config
+        .lru_crawler
+        .then(|| spawn_reaper(store.clone(), reaper_stats.clone()));
     let ctx = Arc::new(Context::new(store, config.clone()));
+    if config.metrics_port != 0 {
+        let exporter = Arc::new(Exporter::new(ctx.clone(), reaper_stats));
+        match metrics_listener(&config).await {
+            Ok(listener) => {
+                tokio::spawn(server::http::serve(listener, exporter));
+            }
+            // The cache still serves without its metrics.
+            Err(e) => eprintln!("failed to listen on metrics port {}: {e}", config.metrics_port),
+        }
+    }
     server::run(listeners, ctx, signals()).await;
     if let Some((stop, handle)) = reaper {
         stop.store(true, Ordering::Relaxed);
@@ -114,7 +128,21 @@ async fn signals() {
     }
 }
 
-fn spawn_reaper(store: Arc<Store>) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+/// The metrics port listens on the first `-l` address, or on all interfaces.
+async fn metrics_listener(config: &Config) -> std::io::Result<tokio::net::TcpListener> {
+    let port = config.metrics_port;
+    let first = config.listen.first().and_then(|spec| resolve(spec, port));
+    match first.and_then(|addrs| addrs.into_iter().next()) {
+        Some(addr) => listen(SocketAddr::new(addr.ip(), port), 128),
+        None => listen(SocketAddr::from(([0u16; 8], port)), 128)
+            .or_else(|_| listen(SocketAddr::from(([0u8; 4], port)), 128)),
+    }
+}
+
+fn spawn_reaper(
+    store: Arc<Store>,
+    stats: Arc<ReaperStats>,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let handle = std::thread::Builder::new()
@@ -122,6 +150,7 @@ fn spawn_reaper(store: Arc<Store>) -> (Arc<AtomicBool>, std::thread::JoinHandle<
         .spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 store.reap(REAP_BUDGET);
+                stats.passes.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(REAP_TICK);
             }
         })

@@ -6,12 +6,13 @@
 //! a `get` copies each value once, from the item under the shard lock into the bytes that
 //! go to the socket.
 
+pub mod latency;
 mod meta;
 mod stats;
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -20,7 +21,7 @@ use crate::config::Config;
 use crate::protocol::{Request, ShutdownMode, StoreMode};
 use crate::storage::{DeltaResult, Mode, Store, StoreError, StoreResult};
 
-pub use stats::{ConnInfo, state as conn_state};
+pub use stats::{ConnInfo, active_classes, rusage_seconds, state as conn_state};
 
 /// The version memcrab reports on the wire: the memcached release whose behaviour it follows.
 pub const PROTOCOL_VERSION: &str = "1.6.45";
@@ -43,6 +44,9 @@ pub struct Counters {
     pub listen_disabled_num: AtomicU64,
     pub cmd_set_failed: AtomicU64,
     pub meta_cmds: AtomicU64,
+    /// Capacity of all connections' read and write buffers (memory outside `-m`).
+    pub read_buffer_bytes: AtomicI64,
+    pub write_buffer_bytes: AtomicI64,
 }
 
 /// What the connection should do after a request.
@@ -66,6 +70,9 @@ pub struct Context {
     pub conns: Mutex<Vec<Arc<ConnInfo>>>,
     /// Seconds the engine's clock had at the last `stats reset`.
     reset_at: AtomicU64,
+    /// Set from the shutdown signal on: `/readyz` fails, `accepting_conns` is 0.
+    pub draining: AtomicBool,
+    pub latency: latency::Latency,
 }
 
 impl Context {
@@ -78,6 +85,8 @@ impl Context {
             started: Instant::now(),
             conns: Mutex::new(Vec::new()),
             reset_at: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            latency: latency::Latency::default(),
         }
     }
 

@@ -66,17 +66,30 @@ fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-fn rusage() -> (String, String) {
+fn rusage_timevals() -> (libc::timeval, libc::timeval) {
     // SAFETY: getrusage only writes into the zeroed struct we pass.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid pointer to a rusage struct; RUSAGE_SELF is always valid.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    (ru.ru_utime, ru.ru_stime)
+}
+
+/// User and system CPU time as memcached prints them: `<seconds>.<6-digit microseconds>`.
+fn rusage() -> (String, String) {
+    let (user, system) = rusage_timevals();
     let tv = |t: libc::timeval| format!("{}.{:06}", t.tv_sec, t.tv_usec);
-    (tv(ru.ru_utime), tv(ru.ru_stime))
+    (tv(user), tv(system))
+}
+
+/// User and system CPU seconds.
+pub fn rusage_seconds() -> (f64, f64) {
+    let (user, system) = rusage_timevals();
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(user), secs(system))
 }
 
 /// Classes shown by `stats items` and `stats slabs`: those holding items or with events.
-fn active_classes(s: &StoreStats) -> impl Iterator<Item = usize> + '_ {
+pub fn active_classes(s: &StoreStats) -> impl Iterator<Item = usize> + '_ {
     s.classes.iter().enumerate().skip(1).filter_map(|(id, c)| {
         let active = c.number > 0 || c.cmd_set > 0 || c.evicted > 0 || c.get_hits > 0;
         active.then_some(id)
@@ -185,7 +198,11 @@ impl Context {
         stat(out, "bytes_read", load(&c.bytes_read));
         stat(out, "bytes_written", load(&c.bytes_written));
         stat(out, "limit_maxbytes", s.limit);
-        stat(out, "accepting_conns", 1);
+        stat(
+            out,
+            "accepting_conns",
+            u8::from(!self.draining.load(Ordering::Relaxed)),
+        );
         stat(out, "listen_disabled_num", load(&c.listen_disabled_num));
         stat(out, "time_in_listen_disabled_us", 0);
         stat(out, "threads", self.config.threads);

@@ -14,6 +14,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::shutdown::Shutdown;
+use crate::command::latency::{CommandClass, LocalLatency};
 use crate::command::{ConnInfo, Context, Outcome, conn_state as state, line};
 use crate::protocol::{Limits, Parsed, ascii};
 use crate::storage::item::HEADER_LEN;
@@ -35,6 +36,9 @@ pub(crate) struct Connection<S> {
     out: Vec<u8>,
     /// Bytes of a refused value still to skip.
     swallow: usize,
+    latency: LocalLatency,
+    /// Buffer capacities last reported to the server-wide gauges.
+    reported: (usize, usize),
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -65,6 +69,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             out: Vec::with_capacity(READ_CHUNK),
             swallow: 0,
+            latency: LocalLatency::default(),
+            reported: (0, 0),
         }
     }
 
@@ -86,6 +92,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             eprintln!("<{} connection closed.", self.info.fd);
         }
         self.ctx.unregister(&self.info);
+        self.latency.flush_into(&self.ctx.latency);
+        self.rbuf = BytesMut::new();
+        self.out = Vec::new();
+        self.report_buffers();
         self.ctx
             .counters
             .curr_connections
@@ -99,6 +109,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if !self.out.is_empty() && self.swallow == 0 {
                 self.flush().await?;
             }
+            self.latency.flush_into(&self.ctx.latency);
+            self.report_buffers();
             if !go_on || self.shutdown.is_triggered() {
                 return Ok(());
             }
@@ -146,6 +158,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             self.info.state.store(state::PARSE_CMD, Ordering::Relaxed);
             let mark = self.out.len();
+            let started = std::time::Instant::now();
             let (used, outcome) = match ascii::parse(&self.rbuf, &self.limits) {
                 Parsed::Incomplete => {
                     self.info.state.store(state::NREAD, Ordering::Relaxed);
@@ -154,7 +167,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Parsed::Close => return Ok(false),
                 Parsed::Request(req, used) => {
                     self.swallow = req.swallow();
-                    (used, ctx.execute(&req, &self.info, &mut self.out))
+                    let outcome = ctx.execute(&req, &self.info, &mut self.out);
+                    self.latency
+                        .record(CommandClass::of(&req), started.elapsed());
+                    (used, outcome)
                 }
                 Parsed::Error {
                     error,
@@ -209,6 +225,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         {
             let first = first.strip_suffix(b"\r").unwrap_or(first);
             eprintln!(">{} {}", self.info.fd, String::from_utf8_lossy(first));
+        }
+    }
+
+    /// Publishes changes of this connection's buffer capacities (memory outside `-m`).
+    fn report_buffers(&mut self) {
+        let now = (self.rbuf.capacity(), self.out.capacity());
+        if now != self.reported {
+            let counters = &self.ctx.counters;
+            let delta = |new: usize, old: usize| new as i64 - old as i64;
+            counters
+                .read_buffer_bytes
+                .fetch_add(delta(now.0, self.reported.0), Ordering::Relaxed);
+            counters
+                .write_buffer_bytes
+                .fetch_add(delta(now.1, self.reported.1), Ordering::Relaxed);
+            self.reported = now;
         }
     }
 

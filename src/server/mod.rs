@@ -4,6 +4,7 @@
 //! mini-redis does), so tests can bind port 0 and know the address before the server runs.
 
 mod connection;
+pub mod http;
 pub mod shutdown;
 
 use std::net::SocketAddr;
@@ -90,6 +91,7 @@ pub async fn run(listeners: Vec<Listener>, ctx: Arc<Context>, signal: impl Futur
         _ = signal => {}
         _ = shutdown.wait() => {}
     }
+    ctx.draining.store(true, Ordering::Relaxed);
     shutdown.trigger();
     for task in accept_tasks {
         task.abort();

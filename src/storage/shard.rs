@@ -539,6 +539,7 @@ impl Shard {
 
     /// Drops every item (flush_all without delay) and returns the memory to the pool.
     pub(crate) fn clear(&mut self, ctx: &Ctx<'_>) {
+        self.stats.ops.flushed_items += self.index.len() as u64;
         self.index.clear();
         while let Some(slot) = self.fifo.pop_front() {
             self.free_segment(ctx, slot);

@@ -77,6 +77,8 @@ pub struct OpStats {
     pub total_items: u64,
     pub crawler_items_checked: u64,
     pub flush_cmds: u64,
+    /// Items dropped by flush_all.
+    pub flushed_items: u64,
 }
 
 impl OpStats {
@@ -95,6 +97,7 @@ impl OpStats {
         self.total_items += o.total_items;
         self.crawler_items_checked += o.crawler_items_checked;
         self.flush_cmds += o.flush_cmds;
+        self.flushed_items += o.flushed_items;
     }
 }
 

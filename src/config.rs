@@ -134,7 +134,11 @@ pub struct Cli {
     #[arg(short = 'o', long = "extended")]
     pub extended: Vec<String>,
     /// Port for Prometheus metrics and health checks (/metrics, /healthz, /readyz); 0 = off
-    #[arg(long = "metrics-port", env = "MEMCRAB_METRICS_PORT", default_value_t = 0)]
+    #[arg(
+        long = "metrics-port",
+        env = "MEMCRAB_METRICS_PORT",
+        default_value_t = 0
+    )]
     pub metrics_port: u16,
 }
 
@@ -167,6 +171,8 @@ pub struct Config {
     pub flush_enabled: bool,
     pub dump_enabled: bool,
     pub stat_key_prefix: char,
+    /// `-D` also turns `stats detail` on from the start.
+    pub detail_enabled: bool,
     pub pidfile: Option<PathBuf>,
     /// `-o idle_timeout`, seconds; 0 = never.
     pub idle_timeout: u64,
@@ -427,6 +433,7 @@ impl Cli {
             flush_enabled: !self.disable_flush_all,
             dump_enabled: !self.disable_dumping,
             stat_key_prefix: self.prefix_delimiter.unwrap_or(':'),
+            detail_enabled: self.prefix_delimiter.is_some(),
             pidfile: self.pidfile,
             idle_timeout: 0,
             maxconns_fast: true,

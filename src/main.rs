@@ -86,7 +86,10 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
                 tokio::spawn(server::http::serve(listener, exporter));
             }
             // The cache still serves without its metrics.
-            Err(e) => eprintln!("failed to listen on metrics port {}: {e}", config.metrics_port),
+            Err(e) => eprintln!(
+                "failed to listen on metrics port {}: {e}",
+                config.metrics_port
+            ),
         }
     }
     server::run(listeners, ctx, signals()).await;

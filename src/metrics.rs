@@ -22,86 +22,257 @@ use crate::storage::slab::PAGE_SIZE;
 /// Families and their help texts. Counters end in `_total` except where memcached_exporter's
 /// names do not (kept for compatibility).
 const COUNTERS: &[(&str, &str)] = &[
-    ("memcached_uptime_seconds", "Seconds since the server started."),
-    ("memcached_read_bytes_total", "Bytes read from client connections."),
-    ("memcached_written_bytes_total", "Bytes written to client connections."),
-    ("memcached_connections_total", "Connections accepted since start."),
-    ("memcached_connections_rejected_total", "Connections refused at the -c limit."),
-    ("memcached_connections_yielded_total", "Times a connection yielded after -R requests."),
-    ("memcached_connections_listener_disabled_total", "Times the listener paused at the limit."),
-    ("memcached_commands_total", "Requests by command and outcome."),
+    (
+        "memcached_uptime_seconds",
+        "Seconds since the server started.",
+    ),
+    (
+        "memcached_read_bytes_total",
+        "Bytes read from client connections.",
+    ),
+    (
+        "memcached_written_bytes_total",
+        "Bytes written to client connections.",
+    ),
+    (
+        "memcached_connections_total",
+        "Connections accepted since start.",
+    ),
+    (
+        "memcached_connections_rejected_total",
+        "Connections refused at the -c limit.",
+    ),
+    (
+        "memcached_connections_yielded_total",
+        "Times a connection yielded after -R requests.",
+    ),
+    (
+        "memcached_connections_listener_disabled_total",
+        "Times the listener paused at the limit.",
+    ),
+    (
+        "memcached_commands_total",
+        "Requests by command and outcome.",
+    ),
     ("memcached_items_total", "Items stored since start."),
-    ("memcached_items_evicted_total", "Unexpired items evicted to make room."),
-    ("memcached_items_reclaimed_total", "Expired items whose memory was reused."),
-    ("memcached_item_too_large_total", "Stores refused for exceeding -I."),
-    ("memcached_item_no_memory_total", "Stores refused for lack of memory."),
-    ("memcached_direct_reclaims_total", "Evictions and reclaims done inline by writers."),
-    ("memcached_lru_crawler_starts_total", "Runs of the background reaper."),
-    ("memcached_lru_crawler_reclaimed_total", "Expired items freed by the reaper."),
-    ("memcached_lru_crawler_items_checked_total", "Items examined by the reaper."),
-    ("memcached_lru_crawler_moves_to_cold_total", "Always 0: memcrab has one queue."),
-    ("memcached_lru_crawler_moves_to_warm_total", "Always 0: memcrab has one queue."),
-    ("memcached_lru_crawler_moves_within_lru_total", "Always 0: memcrab has one queue."),
-    ("memcached_slab_items_crawler_reclaimed_total", "Items of the class freed by the reaper."),
-    ("memcached_slab_items_evicted_total", "Unexpired items of the class evicted."),
-    ("memcached_slab_items_evicted_nonzero_total", "Evicted items that had an expiry."),
-    ("memcached_slab_items_evicted_time_seconds", "Idle seconds of the last evicted item."),
-    ("memcached_slab_items_evicted_unfetched_total", "Evicted items never read."),
-    ("memcached_slab_items_expired_unfetched_total", "Expired items never read."),
-    ("memcached_slab_items_outofmemory_total", "Stores into the class refused for memory."),
-    ("memcached_slab_items_reclaimed_total", "Expired items of the class reclaimed."),
+    (
+        "memcached_items_evicted_total",
+        "Unexpired items evicted to make room.",
+    ),
+    (
+        "memcached_items_reclaimed_total",
+        "Expired items whose memory was reused.",
+    ),
+    (
+        "memcached_item_too_large_total",
+        "Stores refused for exceeding -I.",
+    ),
+    (
+        "memcached_item_no_memory_total",
+        "Stores refused for lack of memory.",
+    ),
+    (
+        "memcached_direct_reclaims_total",
+        "Evictions and reclaims done inline by writers.",
+    ),
+    (
+        "memcached_lru_crawler_starts_total",
+        "Runs of the background reaper.",
+    ),
+    (
+        "memcached_lru_crawler_reclaimed_total",
+        "Expired items freed by the reaper.",
+    ),
+    (
+        "memcached_lru_crawler_items_checked_total",
+        "Items examined by the reaper.",
+    ),
+    (
+        "memcached_lru_crawler_moves_to_cold_total",
+        "Always 0: memcrab has one queue.",
+    ),
+    (
+        "memcached_lru_crawler_moves_to_warm_total",
+        "Always 0: memcrab has one queue.",
+    ),
+    (
+        "memcached_lru_crawler_moves_within_lru_total",
+        "Always 0: memcrab has one queue.",
+    ),
+    (
+        "memcached_slab_items_crawler_reclaimed_total",
+        "Items of the class freed by the reaper.",
+    ),
+    (
+        "memcached_slab_items_evicted_total",
+        "Unexpired items of the class evicted.",
+    ),
+    (
+        "memcached_slab_items_evicted_nonzero_total",
+        "Evicted items that had an expiry.",
+    ),
+    (
+        "memcached_slab_items_evicted_time_seconds",
+        "Idle seconds of the last evicted item.",
+    ),
+    (
+        "memcached_slab_items_evicted_unfetched_total",
+        "Evicted items never read.",
+    ),
+    (
+        "memcached_slab_items_expired_unfetched_total",
+        "Expired items never read.",
+    ),
+    (
+        "memcached_slab_items_outofmemory_total",
+        "Stores into the class refused for memory.",
+    ),
+    (
+        "memcached_slab_items_reclaimed_total",
+        "Expired items of the class reclaimed.",
+    ),
     ("memcached_slab_items_tailrepairs_total", "Always 0."),
-    ("memcached_slab_items_moves_to_cold", "Always 0: memcrab has one queue."),
-    ("memcached_slab_items_moves_to_warm", "Always 0: memcrab has one queue."),
-    ("memcached_slab_items_moves_within_lru", "Always 0: memcrab has one queue."),
-    ("memcached_slab_lru_hits_total", "Get hits by queue segment."),
-    ("memcached_slab_mem_requested_bytes", "Bytes of the items in the class."),
-    ("memcached_slab_commands_total", "Per-class hits by command."),
-    ("memcrab_evictions_total", "Items removed before a client deleted them, by reason."),
-    ("memcrab_reaper_items_checked_total", "Items the background reaper has examined."),
-    ("memcrab_reaper_runs_total", "Runs of the background reaper (each visits every shard)."),
+    (
+        "memcached_slab_items_moves_to_cold",
+        "Always 0: memcrab has one queue.",
+    ),
+    (
+        "memcached_slab_items_moves_to_warm",
+        "Always 0: memcrab has one queue.",
+    ),
+    (
+        "memcached_slab_items_moves_within_lru",
+        "Always 0: memcrab has one queue.",
+    ),
+    (
+        "memcached_slab_lru_hits_total",
+        "Get hits by queue segment.",
+    ),
+    (
+        "memcached_slab_mem_requested_bytes",
+        "Bytes of the items in the class.",
+    ),
+    (
+        "memcached_slab_commands_total",
+        "Per-class hits by command.",
+    ),
+    (
+        "memcrab_evictions_total",
+        "Items removed before a client deleted them, by reason.",
+    ),
+    (
+        "memcrab_reaper_items_checked_total",
+        "Items the background reaper has examined.",
+    ),
+    (
+        "memcrab_reaper_runs_total",
+        "Runs of the background reaper (each visits every shard).",
+    ),
     ("memcrab_meta_commands_total", "Meta commands processed."),
 ];
 
 const GAUGES: &[(&str, &str)] = &[
     ("memcached_up", "1: the server answered this scrape."),
     ("memcached_time_seconds", "Server time, unix seconds."),
-    ("memcached_version", "The version the server reports, as a label."),
-    ("memcached_current_connections", "Client connections open now."),
+    (
+        "memcached_version",
+        "The version the server reports, as a label.",
+    ),
+    (
+        "memcached_current_connections",
+        "Client connections open now.",
+    ),
     ("memcached_max_connections", "The -c connection limit."),
     ("memcached_current_bytes", "Bytes of the items stored now."),
-    ("memcached_limit_bytes", "The -m item memory limit in bytes."),
+    (
+        "memcached_limit_bytes",
+        "The -m item memory limit in bytes.",
+    ),
     ("memcached_current_items", "Items stored now."),
-    ("memcached_malloced_bytes", "Item memory charged against the limit."),
-    ("memcached_accepting_connections", "1 while new connections are accepted."),
-    ("memcached_lru_crawler_enabled", "1 if the background reaper runs."),
-    ("memcached_lru_crawler_sleep", "Reaper sleep setting, microseconds."),
-    ("memcached_lru_crawler_to_crawl", "Reaper items-per-run setting."),
-    ("memcached_lru_crawler_maintainer_thread", "0: no segmented LRU maintainer."),
-    ("memcached_lru_crawler_hot_percent", "Setting kept for compatibility."),
-    ("memcached_lru_crawler_warm_percent", "Setting kept for compatibility."),
-    ("memcached_lru_crawler_hot_max_factor", "Setting kept for compatibility."),
-    ("memcached_lru_crawler_warm_max_factor", "Setting kept for compatibility."),
+    (
+        "memcached_malloced_bytes",
+        "Item memory charged against the limit.",
+    ),
+    (
+        "memcached_accepting_connections",
+        "1 while new connections are accepted.",
+    ),
+    (
+        "memcached_lru_crawler_enabled",
+        "1 if the background reaper runs.",
+    ),
+    (
+        "memcached_lru_crawler_sleep",
+        "Reaper sleep setting, microseconds.",
+    ),
+    (
+        "memcached_lru_crawler_to_crawl",
+        "Reaper items-per-run setting.",
+    ),
+    (
+        "memcached_lru_crawler_maintainer_thread",
+        "0: no segmented LRU maintainer.",
+    ),
+    (
+        "memcached_lru_crawler_hot_percent",
+        "Setting kept for compatibility.",
+    ),
+    (
+        "memcached_lru_crawler_warm_percent",
+        "Setting kept for compatibility.",
+    ),
+    (
+        "memcached_lru_crawler_hot_max_factor",
+        "Setting kept for compatibility.",
+    ),
+    (
+        "memcached_lru_crawler_warm_max_factor",
+        "Setting kept for compatibility.",
+    ),
     ("memcached_slab_current_items", "Items in the class."),
-    ("memcached_slab_items_age_seconds", "Always 0: memcrab keeps no per-class queue."),
+    (
+        "memcached_slab_items_age_seconds",
+        "Always 0: memcrab keeps no per-class queue.",
+    ),
     ("memcached_slab_hot_items", "Always 0: one queue."),
     ("memcached_slab_warm_items", "Always 0: one queue."),
-    ("memcached_slab_cold_items", "Items in the class (one queue)."),
+    (
+        "memcached_slab_cold_items",
+        "Items in the class (one queue).",
+    ),
     ("memcached_slab_temporary_items", "Always 0: one queue."),
     ("memcached_slab_hot_age_seconds", "Always 0: one queue."),
     ("memcached_slab_warm_age_seconds", "Always 0: one queue."),
-    ("memcached_slab_chunk_size_bytes", "Chunk size of the class."),
-    ("memcached_slab_chunks_per_page", "Chunks per 1 MiB page of the class."),
-    ("memcached_slab_current_pages", "Pages the class's items would fill."),
+    (
+        "memcached_slab_chunk_size_bytes",
+        "Chunk size of the class.",
+    ),
+    (
+        "memcached_slab_chunks_per_page",
+        "Chunks per 1 MiB page of the class.",
+    ),
+    (
+        "memcached_slab_current_pages",
+        "Pages the class's items would fill.",
+    ),
     ("memcached_slab_current_chunks", "Chunks in those pages."),
     ("memcached_slab_chunks_used", "Chunks holding items."),
     ("memcached_slab_chunks_free", "Chunks free in those pages."),
     ("memcached_slab_chunks_free_end", "Always 0."),
-    ("memcrab_connection_buffer_bytes", "Bytes held in connection buffers, outside -m."),
-    ("memcrab_hash_table_bytes", "Bytes of the key index, outside -m."),
+    (
+        "memcrab_connection_buffer_bytes",
+        "Bytes held in connection buffers, outside -m.",
+    ),
+    (
+        "memcrab_hash_table_bytes",
+        "Bytes of the key index, outside -m.",
+    ),
     ("memcrab_threads", "Worker threads."),
     ("memcrab_draining", "1 from the shutdown signal until exit."),
-    ("memcrab_build_info", "Constant 1, labelled with memcrab's version."),
+    (
+        "memcrab_build_info",
+        "Constant 1, labelled with memcrab's version.",
+    ),
 ];
 
 /// The request latency family, rendered by hand (see the module doc).
@@ -277,7 +448,11 @@ impl Exporter {
                 "{LATENCY}_bucket{{command=\"{label}\",le=\"+Inf\"}} {}",
                 snap.count
             );
-            let _ = writeln!(out, "{LATENCY}_sum{{command=\"{label}\"}} {}", snap.sum_seconds);
+            let _ = writeln!(
+                out,
+                "{LATENCY}_sum{{command=\"{label}\"}} {}",
+                snap.sum_seconds
+            );
             let _ = writeln!(out, "{LATENCY}_count{{command=\"{label}\"}} {}", snap.count);
         }
     }
@@ -304,12 +479,24 @@ fn publish_class(id: usize, c: &ClassStats, chunk: usize) {
     g("memcached_slab_chunks_free", pages * per_page - c.number);
     g("memcached_slab_chunks_free_end", 0);
     let k = |name: &'static str, v: u64| counter!(name, "slab" => slab.clone()).absolute(v);
-    k("memcached_slab_items_crawler_reclaimed_total", c.crawler_reclaimed);
+    k(
+        "memcached_slab_items_crawler_reclaimed_total",
+        c.crawler_reclaimed,
+    );
     k("memcached_slab_items_evicted_total", c.evicted);
-    k("memcached_slab_items_evicted_nonzero_total", c.evicted_nonzero);
+    k(
+        "memcached_slab_items_evicted_nonzero_total",
+        c.evicted_nonzero,
+    );
     k("memcached_slab_items_evicted_time_seconds", c.evicted_time);
-    k("memcached_slab_items_evicted_unfetched_total", c.evicted_unfetched);
-    k("memcached_slab_items_expired_unfetched_total", c.expired_unfetched);
+    k(
+        "memcached_slab_items_evicted_unfetched_total",
+        c.evicted_unfetched,
+    );
+    k(
+        "memcached_slab_items_expired_unfetched_total",
+        c.expired_unfetched,
+    );
     k("memcached_slab_items_outofmemory_total", c.outofmemory);
     k("memcached_slab_items_reclaimed_total", c.reclaimed);
     k("memcached_slab_items_tailrepairs_total", 0);
@@ -317,7 +504,12 @@ fn publish_class(id: usize, c: &ClassStats, chunk: usize) {
     k("memcached_slab_items_moves_to_warm", 0);
     k("memcached_slab_items_moves_within_lru", 0);
     k("memcached_slab_mem_requested_bytes", c.bytes);
-    for (lru, v) in [("hot", 0), ("warm", 0), ("cold", c.get_hits), ("temporary", 0)] {
+    for (lru, v) in [
+        ("hot", 0),
+        ("warm", 0),
+        ("cold", c.get_hits),
+        ("temporary", 0),
+    ] {
         counter!("memcached_slab_lru_hits_total", "slab" => slab.clone(), "lru" => lru).absolute(v);
     }
     for (command, status, v) in [
@@ -345,7 +537,10 @@ fn publish_class(id: usize, c: &ClassStats, chunk: usize) {
 fn render_process(out: &mut String) {
     let (user, system) = crate::command::rusage_seconds();
     let mut family = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     };
     family(
         "memcached_process_user_cpu_seconds_total",
@@ -367,13 +562,30 @@ fn render_process(out: &mut String) {
     );
     let page = 4096.0;
     if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
-        let mut fields = statm.split_whitespace().map(|f| f.parse::<f64>().unwrap_or(0.0));
+        let mut fields = statm
+            .split_whitespace()
+            .map(|f| f.parse::<f64>().unwrap_or(0.0));
         let virt = fields.next().unwrap_or(0.0) * page;
         let rss = fields.next().unwrap_or(0.0) * page;
-        family("process_virtual_memory_bytes", "gauge", "Virtual memory size.", virt);
-        family("process_resident_memory_bytes", "gauge", "Resident memory size.", rss);
+        family(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size.",
+            virt,
+        );
+        family(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size.",
+            rss,
+        );
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        family("process_open_fds", "gauge", "Open file descriptors.", fds.count() as f64);
+        family(
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors.",
+            fds.count() as f64,
+        );
     }
 }

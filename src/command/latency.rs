@@ -172,7 +172,11 @@ mod tests {
         local.record(CommandClass::Get, Duration::from_micros(300));
         local.record(CommandClass::Get, Duration::from_secs(2));
         local.record(CommandClass::Set, Duration::from_micros(1));
-        assert_eq!(shared.snapshot(CommandClass::Get).count, 0, "not flushed yet");
+        assert_eq!(
+            shared.snapshot(CommandClass::Get).count,
+            0,
+            "not flushed yet"
+        );
         local.flush_into(&shared);
         let get = shared.snapshot(CommandClass::Get);
         assert_eq!(get.count, 4);

@@ -6,6 +6,7 @@
 //! a `get` copies each value once, from the item under the shard lock into the bytes that
 //! go to the socket.
 
+mod dump;
 pub mod latency;
 mod meta;
 mod stats;
@@ -73,10 +74,15 @@ pub struct Context {
     /// Set from the shutdown signal on: `/readyz` fails, `accepting_conns` is 0.
     pub draining: AtomicBool,
     pub latency: latency::Latency,
+    /// `stats detail`: on by `stats detail on` or `-D`. The map is behind a plain mutex,
+    /// taken per keyed request only while detail is on (memcached does the same).
+    detail_on: AtomicBool,
+    detail: Mutex<dump::Detail>,
 }
 
 impl Context {
     pub fn new(store: Arc<Store>, config: Config) -> Self {
+        let config_detail = config.detail_enabled;
         Self {
             store,
             verbosity: AtomicU32::new(u32::from(config.verbosity)),
@@ -87,6 +93,8 @@ impl Context {
             reset_at: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             latency: latency::Latency::default(),
+            detail_on: AtomicBool::new(config_detail),
+            detail: Mutex::new(dump::Detail::default()),
         }
     }
 
@@ -124,6 +132,7 @@ impl Context {
                 value,
                 ..
             } => {
+                self.detail(key, dump::DetailOp::Set);
                 let reply = match self
                     .store
                     .store(engine_mode(mode), key, value, flags, exptime)
@@ -141,6 +150,7 @@ impl Context {
                 line(out, store_error(StoreError::TooLarge));
             }
             Request::Delete { key, .. } => {
+                self.detail(key, dump::DetailOp::Delete);
                 line(
                     out,
                     if self.store.delete(key) {
@@ -207,6 +217,7 @@ impl Context {
                 line(out, reply);
             }
             Request::Stats { args } => self.stats(args, conn, out),
+            Request::LruCrawler { args } => self.lru_crawler(args, out),
         }
         Outcome::Continue
     }
@@ -218,7 +229,7 @@ impl Context {
 
     fn get(&self, keys: &[u8], with_cas: bool, touch: Option<i64>, out: &mut Vec<u8>) {
         for key in keys.split(|&b| b == b' ').filter(|k| !k.is_empty()) {
-            self.store.get(key, touch, |it| {
+            let hit = self.store.get(key, touch, |it| {
                 let mut num = itoa::Buffer::new();
                 out.extend_from_slice(b"VALUE ");
                 out.extend_from_slice(it.key);
@@ -234,6 +245,7 @@ impl Context {
                 out.extend_from_slice(it.value);
                 out.extend_from_slice(b"\r\n");
             });
+            self.detail(key, dump::DetailOp::Get { hit: hit.is_some() });
         }
         out.extend_from_slice(b"END\r\n");
     }

@@ -127,6 +127,15 @@ impl Context {
             b"slabs" => self.stats_slabs(out),
             b"sizes" => self.stats_sizes(out),
             b"conns" => self.stats_conns(conn, out),
+            b"detail" => {
+                self.stats_detail(words.next().unwrap_or(b""), out);
+                return;
+            }
+            b"cachedump" => {
+                let rest: Vec<&[u8]> = words.collect();
+                self.stats_cachedump(&rest, out);
+                return;
+            }
             _ => {
                 line(out, "ERROR");
                 return;
@@ -283,7 +292,11 @@ impl Context {
         stat(out, "num_threads", cfg.threads);
         stat(out, "num_threads_per_udp", cfg.threads);
         stat(out, "stat_key_prefix", cfg.stat_key_prefix);
-        stat(out, "detail_enabled", "no");
+        stat(
+            out,
+            "detail_enabled",
+            yes_no(self.detail_on.load(Ordering::Relaxed)),
+        );
         stat(out, "reqs_per_event", cfg.reqs_per_event);
         stat(out, "cas_enabled", yes_no(st.cas_enabled));
         stat(out, "tcp_backlog", cfg.backlog);

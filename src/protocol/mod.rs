@@ -96,6 +96,10 @@ pub enum Request<'a> {
     },
     /// mg, ms, md, ma, mn, me.
     Meta(Meta<'a>),
+    /// `lru_crawler <subcommand> ...`; `args` is the rest of the line.
+    LruCrawler {
+        args: &'a [u8],
+    },
 }
 
 impl Request<'_> {

@@ -153,6 +153,9 @@ fn parse_line<'a>(line: &'a [u8], consumed: usize, buf: &'a [u8], limits: &Limit
         b"stats" => Ok(Request::Stats {
             args: rest_after(line, 1),
         }),
+        b"lru_crawler" => Ok(Request::LruCrawler {
+            args: rest_after(line, 1),
+        }),
         _ => {
             // An HTTP request line: close without a word.
             if n > 0 && n <= MAX_TOKENS && tokens.get(n - 1).starts_with(b"HTTP/") {

@@ -37,6 +37,8 @@ pub(crate) struct Connection<S> {
     /// Bytes of a refused value still to skip.
     swallow: usize,
     latency: LocalLatency,
+    /// Time requests for the latency histogram (only when metrics are served).
+    measure: bool,
     /// Buffer capacities last reported to the server-wide gauges.
     reported: (usize, usize),
 }
@@ -56,6 +58,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Some(listen_addr),
             ctx.store.time().unix_now(),
         ));
+        let measure = ctx.config.metrics_port != 0;
         let limits = Limits {
             item_size_max: ctx.store.config().item_size_max,
             item_overhead: HEADER_LEN,
@@ -70,6 +73,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             out: Vec::with_capacity(READ_CHUNK),
             swallow: 0,
             latency: LocalLatency::default(),
+            measure,
             reported: (0, 0),
         }
     }
@@ -158,7 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             self.info.state.store(state::PARSE_CMD, Ordering::Relaxed);
             let mark = self.out.len();
-            let started = std::time::Instant::now();
+            let started = self.measure.then(std::time::Instant::now);
             let (used, outcome) = match ascii::parse(&self.rbuf, &self.limits) {
                 Parsed::Incomplete => {
                     self.info.state.store(state::NREAD, Ordering::Relaxed);
@@ -168,8 +172,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Parsed::Request(req, used) => {
                     self.swallow = req.swallow();
                     let outcome = ctx.execute(&req, &self.info, &mut self.out);
-                    self.latency
-                        .record(CommandClass::of(&req), started.elapsed());
+                    if let Some(started) = started {
+                        self.latency
+                            .record(CommandClass::of(&req), started.elapsed());
+                    }
                     (used, outcome)
                 }
                 Parsed::Error {

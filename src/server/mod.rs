@@ -156,6 +156,12 @@ fn admit<S>(
         counters
             .rejected_connections
             .fetch_add(1, Ordering::Relaxed);
+        if ctx.verbosity.load(Ordering::Relaxed) > 0 {
+            eprintln!(
+                "Too many open connections (-c {}): refused {peer}",
+                ctx.config.max_conns
+            );
+        }
         tokio::spawn(reject(stream));
         return;
     }

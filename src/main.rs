@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use memcrab::command::Context;
 use memcrab::config::{Action, Cli, Config};
-use memcrab::metrics::{Exporter, ReaperStats};
+use memcrab::metrics::Exporter;
 use memcrab::server::{self, Listener};
 use memcrab::storage::{Store, SystemClock};
 
@@ -74,13 +74,10 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(path, format!("TCP INET: {}\n", addr.port()))?;
     }
     let store = Arc::new(Store::new(config.store.clone(), Arc::new(SystemClock)));
-    let reaper_stats = Arc::new(ReaperStats::default());
-    let reaper = config
-        .lru_crawler
-        .then(|| spawn_reaper(store.clone(), reaper_stats.clone()));
     let ctx = Arc::new(Context::new(store, config.clone()));
+    let reaper = config.lru_crawler.then(|| spawn_reaper(ctx.clone()));
     if config.metrics_port != 0 {
-        let exporter = Arc::new(Exporter::new(ctx.clone(), reaper_stats));
+        let exporter = Arc::new(Exporter::new(ctx.clone()));
         match metrics_listener(&config).await {
             Ok(listener) => {
                 tokio::spawn(server::http::serve(listener, exporter));
@@ -142,18 +139,15 @@ async fn metrics_listener(config: &Config) -> std::io::Result<tokio::net::TcpLis
     }
 }
 
-fn spawn_reaper(
-    store: Arc<Store>,
-    stats: Arc<ReaperStats>,
-) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+fn spawn_reaper(ctx: Arc<Context>) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let handle = std::thread::Builder::new()
         .name("memcrab-reaper".into())
         .spawn(move || {
             while !flag.load(Ordering::Relaxed) {
-                store.reap(REAP_BUDGET);
-                stats.passes.fetch_add(1, Ordering::Relaxed);
+                ctx.store.reap(REAP_BUDGET);
+                ctx.counters.reaper_runs.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(REAP_TICK);
             }
         })

@@ -275,25 +275,41 @@ const GAUGES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Unix time at which the process started, from /proc (boot time + start ticks).
+static PROCESS_START: std::sync::LazyLock<f64> = std::sync::LazyLock::new(process_start_time);
+
+fn process_start_time() -> f64 {
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    });
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) start after the last ')'.
+            let rest = &s[s.rfind(')')? + 2..];
+            rest.split_whitespace().nth(19)?.parse::<f64>().ok()
+        });
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    match (boot, ticks) {
+        (Some(boot), Some(ticks)) if hz > 0.0 => boot + ticks / hz,
+        _ => 0.0,
+    }
+}
+
 /// The request latency family, rendered by hand (see the module doc).
 const LATENCY: &str = "memcrab_request_duration_seconds";
-
-/// Reaper progress, shared with the reaper thread.
-#[derive(Debug, Default)]
-pub struct ReaperStats {
-    /// Runs so far; each checks a bounded number of items in every shard.
-    pub passes: AtomicU64,
-}
 
 pub struct Exporter {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     ctx: Arc<Context>,
-    reaper: Arc<ReaperStats>,
 }
 
 impl Exporter {
-    pub fn new(ctx: Arc<Context>, reaper: Arc<ReaperStats>) -> Self {
+    pub fn new(ctx: Arc<Context>) -> Self {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         with_local_recorder(&recorder, || {
@@ -308,7 +324,6 @@ impl Exporter {
             recorder,
             handle,
             ctx,
-            reaper,
         }
     }
 
@@ -334,7 +349,12 @@ impl Exporter {
         counter!("memcached_uptime_seconds").absolute(ctx.started.elapsed().as_secs());
         gauge!("memcached_time_seconds").set(ctx.store.time().unix_now() as f64);
         gauge!("memcached_version", "version" => PROTOCOL_VERSION).set(1.0);
-        gauge!("memcrab_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        gauge!(
+            "memcrab_build_info",
+            "version" => env!("CARGO_PKG_VERSION"),
+            "revision" => option_env!("MEMCRAB_REVISION").unwrap_or("unknown")
+        )
+        .set(1.0);
         counter!("memcached_read_bytes_total").absolute(load(&c.bytes_read));
         counter!("memcached_written_bytes_total").absolute(load(&c.bytes_written));
         gauge!("memcached_current_connections").set(load(&c.curr_connections) as f64);
@@ -357,7 +377,7 @@ impl Exporter {
         let draining = ctx.draining.load(Ordering::Relaxed);
         gauge!("memcached_accepting_connections").set(if draining { 0.0 } else { 1.0 });
 
-        let cmd_set = s.totals.cmd_set + load(&c.cmd_set_failed);
+        let cmd_set = s.totals.cmd_set;
         let commands: [(&str, &str, u64); 15] = [
             ("get", "hit", s.totals.get_hits),
             ("get", "miss", s.ops.get_misses),
@@ -395,7 +415,7 @@ impl Exporter {
             gauge!("memcached_lru_crawler_hot_max_factor").set(0.2);
             gauge!("memcached_lru_crawler_warm_max_factor").set(2.0);
         }
-        let passes = self.reaper.passes.load(Ordering::Relaxed);
+        let passes = load(&c.reaper_runs);
         counter!("memcached_lru_crawler_starts_total").absolute(passes);
         counter!("memcached_lru_crawler_reclaimed_total").absolute(s.totals.crawler_reclaimed);
         counter!("memcached_lru_crawler_items_checked_total").absolute(s.ops.crawler_items_checked);
@@ -520,7 +540,11 @@ fn publish_class(id: usize, c: &ClassStats, chunk: usize) {
         ("cas", "hit", c.cas_hits),
         ("cas", "badval", c.cas_badval),
         ("touch", "hit", c.touch_hits),
-        ("set", "hit", c.cmd_set.saturating_sub(c.cas_hits)),
+        (
+            "set",
+            "hit",
+            c.cmd_set.saturating_sub(c.cas_hits + c.cas_badval),
+        ),
     ] {
         counter!(
             "memcached_slab_commands_total",
@@ -588,4 +612,21 @@ fn render_process(out: &mut String) {
             fds.count() as f64,
         );
     }
+    // SAFETY: getrlimit writes into the struct we pass; RLIMIT_NOFILE is always valid.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        family(
+            "process_max_fds",
+            "gauge",
+            "Maximum open file descriptors.",
+            limit.rlim_cur as f64,
+        );
+    }
+    family(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process, unix seconds.",
+        *PROCESS_START,
+    );
 }

@@ -43,7 +43,8 @@ pub struct Counters {
     pub conn_yields: AtomicU64,
     pub idle_kicks: AtomicU64,
     pub listen_disabled_num: AtomicU64,
-    pub cmd_set_failed: AtomicU64,
+    /// Runs of the background reaper (`lru_crawler_starts`).
+    pub reaper_runs: AtomicU64,
     pub meta_cmds: AtomicU64,
     /// Capacity of all connections' read and write buffers (memory outside `-m`).
     pub read_buffer_bytes: AtomicI64,
@@ -138,9 +139,9 @@ impl Context {
                     .store(engine_mode(mode), key, value, flags, exptime)
                 {
                     Ok((StoreResult::Stored, _)) => "STORED",
-                    Ok((StoreResult::NotStored, _)) => self.failed_set("NOT_STORED"),
-                    Ok((StoreResult::Exists, _)) => self.failed_set("EXISTS"),
-                    Ok((StoreResult::NotFound, _)) => self.failed_set("NOT_FOUND"),
+                    Ok((StoreResult::NotStored, _)) => "NOT_STORED",
+                    Ok((StoreResult::Exists, _)) => "EXISTS",
+                    Ok((StoreResult::NotFound, _)) => "NOT_FOUND",
                     Err(e) => store_error(e),
                 };
                 line(out, reply);
@@ -220,11 +221,6 @@ impl Context {
             Request::LruCrawler { args } => self.lru_crawler(args, out),
         }
         Outcome::Continue
-    }
-
-    fn failed_set(&self, reply: &'static str) -> &'static str {
-        self.counters.cmd_set_failed.fetch_add(1, Ordering::Relaxed);
-        reply
     }
 
     fn get(&self, keys: &[u8], with_cas: bool, touch: Option<i64>, out: &mut Vec<u8>) {

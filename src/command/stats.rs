@@ -112,7 +112,6 @@ impl Context {
                     &self.counters.conn_yields,
                     &self.counters.idle_kicks,
                     &self.counters.listen_disabled_num,
-                    &self.counters.cmd_set_failed,
                     &self.counters.meta_cmds,
                 ] {
                     c.store(0, Ordering::Relaxed);
@@ -152,7 +151,7 @@ impl Context {
         let now = time.unix_now();
         let (user, system) = rusage();
         let curr_conns = load(&c.curr_connections);
-        let cmd_set = s.totals.cmd_set + load(&c.cmd_set_failed);
+        let cmd_set = s.totals.cmd_set;
         let buckets = s.index_buckets.max(1);
         stat(out, "pid", std::process::id());
         stat(out, "uptime", self.started.elapsed().as_secs());
@@ -232,7 +231,7 @@ impl Context {
             stat(out, name, 0);
         }
         stat(out, "lru_crawler_running", 0);
-        stat(out, "lru_crawler_starts", 0);
+        stat(out, "lru_crawler_starts", load(&c.reaper_runs));
         stat(out, "lru_maintainer_juggles", 0);
         stat(out, "malloc_fails", 0);
         for name in [
@@ -241,6 +240,8 @@ impl Context {
             "log_watcher_skipped",
             "log_watcher_sent",
             "log_watchers",
+            "unexpected_napi_ids",
+            "round_robin_fallback",
         ] {
             stat(out, name, 0);
         }

@@ -335,6 +335,12 @@ impl Store {
         let h = |k: &[u8]| self.hash(k);
         let ctx = self.ctx(&h);
         let mut shard = self.shard(hash).lock();
+        // Every storage command that gets this far counts in cmd_set, whatever its outcome,
+        // in the class of the data it brought (memcached counts it when the data is read).
+        let set_class = self
+            .classes
+            .class_of(shard::item_len(w.key.len(), w.value.len()));
+        shard.stats.classes[set_class].cmd_set += 1;
         let current = shard.lookup(&ctx, hash, w.key).ok();
         let mut scratch = Vec::new();
         let mut bits = if w.key_binary { KEY_BINARY } else { 0 };
@@ -403,12 +409,10 @@ impl Store {
             bits,
         };
         match shard.insert(&ctx, hash, &new) {
-            Ok(at) => {
-                let class = self.classes.class_of(shard.item(at).total_len());
-                shard.stats.classes[class].cmd_set += 1;
-                Ok((StoreResult::Stored, self.visible_cas(cas)))
-            }
+            Ok(_) => Ok((StoreResult::Stored, self.visible_cas(cas))),
             Err(()) => {
+                // Refused for memory: memcached never reads such data, nor counts it.
+                shard.stats.classes[set_class].cmd_set -= 1;
                 shard.stats.ops.store_no_memory += 1;
                 let class = self.classes.class_of(new.total_len());
                 shard.stats.classes[class].outofmemory += 1;

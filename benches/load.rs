@@ -108,6 +108,8 @@ struct Opts {
     wait_quiet: Option<Duration>,
     memcrab_bin: PathBuf,
     memcached_bin: PathBuf,
+    /// Run memcrab with its metrics endpoint on, scraped every second (`--metrics`).
+    metrics: bool,
 }
 
 const USAGE: &str = "\
@@ -122,6 +124,7 @@ usage: cargo bench --bench load -- [options]
   --only A,B         run only the named workloads (see the list below)
   --items-scale F    multiply the items the fill workloads write by F (default 1, at most 4)
   --wait-quiet SECS  before each run, wait up to SECS for other processes to use < 0.1 core
+  --metrics          run memcrab with --metrics-port (latency timing on) and scrape it every 1 s
 env: MEMCRAB_BIN (default target/release/memcrab), MEMCACHED_BIN (default /usr/bin/memcached)";
 
 fn parse_args(args: &[String]) -> Res<Opts> {
@@ -144,6 +147,7 @@ fn parse_args(args: &[String]) -> Res<Opts> {
         memcached_bin: std::env::var_os("MEMCACHED_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/usr/bin/memcached")),
+        metrics: false,
     };
     // First pass: --quick sets defaults that explicit flags then override.
     if args.iter().any(|a| a == "--quick") {
@@ -168,6 +172,7 @@ fn parse_args(args: &[String]) -> Res<Opts> {
         match arg.as_str() {
             // cargo bench passes --bench to harness = false targets.
             "--bench" | "--quick" => {}
+            "--metrics" => opts.metrics = true,
             "--rounds" => opts.rounds = num(arg, value(arg)?)?,
             "--duration" => {
                 let v = value(arg)?;
@@ -241,6 +246,11 @@ struct Server {
     pid: u32,
     port: u16,
     target: Target,
+    /// With `--metrics`: the scraper thread and its stop flag.
+    scraper: Option<(
+        Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    )>,
 }
 
 impl Server {
@@ -256,6 +266,17 @@ impl Server {
             // memcached refuses to run as root without a user to switch to.
             cmd.args(["-u", "nobody"]);
         }
+        let metrics_port = (opts.metrics && target == Target::Memcrab)
+            .then(|| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port())
+            })
+            .transpose()
+            .map_err(|e| format!("finding a free port: {e}"))?;
+        if let Some(mport) = metrics_port {
+            cmd.args(["--metrics-port", &mport.to_string()]);
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -267,6 +288,7 @@ impl Server {
             child,
             port,
             target,
+            scraper: metrics_port.map(spawn_scraper),
         };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
@@ -304,8 +326,43 @@ impl Server {
     }
 }
 
+/// Scrapes `/metrics` once a second, as Prometheus would, until told to stop.
+fn spawn_scraper(
+    port: u16,
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = std::thread::spawn(move || {
+        while !flag.load(Ordering::Relaxed) {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ =
+                    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut body = Vec::new();
+                let _ = s.read_to_end(&mut body);
+            }
+            for _ in 0..10 {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+    (stop, handle)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Some((stop, handle)) = self.scraper.take() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = handle.join();
+        }
         if let Ok(Some(_)) = self.child.try_wait() {
             eprintln!(
                 "note: {} (pid {}) had already exited before the bench stopped it",

@@ -17,7 +17,7 @@ use super::shutdown::Shutdown;
 use crate::command::latency::{CommandClass, LocalLatency};
 use crate::command::{ConnInfo, Context, Outcome, conn_state as state, line};
 use crate::protocol::{Limits, Parsed, ascii};
-use crate::storage::item::HEADER_LEN;
+use crate::storage::item::MAX_HEADER_LEN;
 
 /// Bytes asked of the socket per read (memcached reads 16 KB at a time too).
 const READ_CHUNK: usize = 16 * 1024;
@@ -61,7 +61,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let measure = ctx.config.metrics_port != 0;
         let limits = Limits {
             item_size_max: ctx.store.config().item_size_max,
-            item_overhead: HEADER_LEN,
+            item_overhead: MAX_HEADER_LEN,
         };
         Self {
             stream,

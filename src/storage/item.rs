@@ -1,31 +1,33 @@
 //! The byte layout of one item, as it lies in a segment (or in its own allocation when
-//! large). No pointers and no padding: a 26-byte header, then the key, then the value.
+//! large). No pointers and no padding: a header of 19 to 27 bytes, then the key, then the value.
 //!
 //! ```text
 //! off  size  field
 //!   0     1  key length (1..=250)
-//!   1     1  bits: CLOCK frequency (2 bits), FETCHED, STALE, WIN_SENT, DEAD, KEY_BINARY
-//!   2     4  value length
-//!   6     4  client flags
-//!  10     4  exptime, server-relative seconds, 0 = never
-//!  14     4  last access time, server-relative seconds
-//!  18     8  CAS version
-//!  26     k  key
-//! 26+k    v  value
+//!   1     1  bits: CLOCK frequency (2 bits), FETCHED, STALE, WIN_SENT, DEAD, KEY_BINARY, HAS_FLAGS
+//!   2     4  exptime, server-relative seconds, 0 = never
+//!   6     4  last access time, server-relative seconds
+//!  10     8  CAS version
+//!  18   1-5  value length, LEB128 (1 byte below 128, 2 below 16 KiB)
+//!   ..  0/4  client flags, only when not 0 (HAS_FLAGS)
+//!   ..    k  key
+//!   ..    v  value
 //! ```
-//! Integers are little-endian and read with `from_le_bytes`, so no field needs alignment and
-//! items are packed back to back.
+//! The fields that change in place (bits, times, CAS) come first at fixed offsets; the
+//! variable ones never change after the item is written. Integers are little-endian and read
+//! with `from_le_bytes`, so no field needs alignment and items are packed back to back.
 
-/// Bytes of header before the key.
-pub const HEADER_LEN: usize = 26;
+/// Bytes of fixed header before the value length.
+const FIXED_LEN: usize = 18;
+/// The largest header: fixed part, a 5-byte length and the flags.
+pub const MAX_HEADER_LEN: usize = FIXED_LEN + 5 + 4;
 
 const KEY_LEN: usize = 0;
 const BITS: usize = 1;
-const VALUE_LEN: usize = 2;
-const FLAGS: usize = 6;
-const EXPTIME: usize = 10;
-const ATIME: usize = 14;
-const CAS: usize = 18;
+const EXPTIME: usize = 2;
+const ATIME: usize = 6;
+const CAS: usize = 10;
+const VALUE_LEN: usize = 18;
 
 /// CLOCK frequency: bumped on each hit, saturating at 3, lowered when the item survives an
 /// eviction pass.
@@ -40,11 +42,35 @@ pub const WIN_SENT: u8 = 0b0001_0000;
 pub const DEAD: u8 = 0b0010_0000;
 /// The key was given in base64 (meta `b`) and is returned that way.
 pub const KEY_BINARY: u8 = 0b0100_0000;
+/// The client flags are not 0 and are stored after the value length.
+const HAS_FLAGS: u8 = 0b1000_0000;
 
-/// Total bytes an item with this key and value occupies.
+fn varint_len(v: usize) -> usize {
+    match v {
+        0..0x80 => 1,
+        0x80..0x4000 => 2,
+        0x4000..0x20_0000 => 3,
+        0x20_0000..0x1000_0000 => 4,
+        _ => 5,
+    }
+}
+
+/// Header bytes for a value of this length and these flags.
 #[inline]
-pub fn total_len(key_len: usize, value_len: usize) -> usize {
-    HEADER_LEN + key_len + value_len
+pub fn header_len(value_len: usize, flags: u32) -> usize {
+    FIXED_LEN + varint_len(value_len) + if flags == 0 { 0 } else { 4 }
+}
+
+/// Total bytes of an item.
+#[inline]
+pub fn total_len(key_len: usize, value_len: usize, flags: u32) -> usize {
+    header_len(value_len, flags) + key_len + value_len
+}
+
+/// An upper bound on the total bytes, whatever the flags (for size limits).
+#[inline]
+pub fn max_total_len(key_len: usize, value_len: usize) -> usize {
+    total_len(key_len, value_len, 1)
 }
 
 #[inline]
@@ -55,6 +81,33 @@ fn read_u32(b: &[u8], at: usize) -> u32 {
 #[inline]
 fn write_u32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Decodes the value length: (length, bytes it took).
+#[inline]
+fn read_varint(b: &[u8]) -> (usize, usize) {
+    let mut v = 0usize;
+    for (i, &byte) in b.iter().take(5).enumerate() {
+        v |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return (v, i + 1);
+        }
+    }
+    (v, 5)
+}
+
+fn write_varint(b: &mut [u8], mut v: usize) -> usize {
+    let mut i = 0;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            b[i] = byte;
+            return i + 1;
+        }
+        b[i] = byte | 0x80;
+        i += 1;
+    }
 }
 
 /// Everything needed to write a new item.
@@ -75,24 +128,23 @@ impl NewItem<'_> {
     }
 
     pub fn total_len(&self) -> usize {
-        total_len(self.key.len(), self.value_len())
+        total_len(self.key.len(), self.value_len(), self.flags)
     }
 
     /// Writes the item at the start of `dst`, which must be `total_len()` bytes long.
     pub fn write(&self, dst: &mut [u8]) {
         debug_assert_eq!(dst.len(), self.total_len());
         dst[KEY_LEN] = u8::try_from(self.key.len()).expect("keys are at most 250 bytes");
-        dst[BITS] = self.bits;
-        write_u32(
-            dst,
-            VALUE_LEN,
-            u32::try_from(self.value_len()).expect("values are below 4 GiB"),
-        );
-        write_u32(dst, FLAGS, self.flags);
+        let has_flags = if self.flags == 0 { 0 } else { HAS_FLAGS };
+        dst[BITS] = (self.bits & !HAS_FLAGS) | has_flags;
         write_u32(dst, EXPTIME, self.exptime);
         write_u32(dst, ATIME, self.atime);
         dst[CAS..CAS + 8].copy_from_slice(&self.cas.to_le_bytes());
-        let mut at = HEADER_LEN;
+        let mut at = VALUE_LEN + write_varint(&mut dst[VALUE_LEN..], self.value_len());
+        if self.flags != 0 {
+            write_u32(dst, at, self.flags);
+            at += 4;
+        }
         dst[at..at + self.key.len()].copy_from_slice(self.key);
         at += self.key.len();
         for part in self.value {
@@ -100,6 +152,20 @@ impl NewItem<'_> {
             at += part.len();
         }
     }
+}
+
+/// Where the variable part lies: value length, flags, and the offset of the key.
+#[inline]
+fn layout(b: &[u8]) -> (usize, u32, usize) {
+    let (value_len, n) = read_varint(&b[VALUE_LEN..]);
+    let mut at = VALUE_LEN + n;
+    let flags = if b[BITS] & HAS_FLAGS != 0 {
+        at += 4;
+        read_u32(b, at - 4)
+    } else {
+        0
+    };
+    (value_len, flags, at)
 }
 
 /// Read access to an item's bytes (`buf` starts at the item's header).
@@ -121,33 +187,37 @@ impl<'a> ItemRef<'a> {
 
     #[inline]
     pub fn value_len(&self) -> usize {
-        read_u32(self.buf, VALUE_LEN) as usize
+        read_varint(&self.buf[VALUE_LEN..]).0
     }
 
     #[inline]
     pub fn total_len(&self) -> usize {
-        total_len(self.key_len(), self.value_len())
+        let (value_len, _, key_at) = layout(self.buf);
+        key_at + self.key_len() + value_len
     }
 
     #[inline]
     pub fn key(&self) -> &'a [u8] {
-        &self.buf[HEADER_LEN..HEADER_LEN + self.key_len()]
+        let (_, _, key_at) = layout(self.buf);
+        &self.buf[key_at..key_at + self.key_len()]
     }
 
     #[inline]
     pub fn value(&self) -> &'a [u8] {
-        let start = HEADER_LEN + self.key_len();
-        &self.buf[start..start + self.value_len()]
+        let (value_len, _, key_at) = layout(self.buf);
+        let start = key_at + self.key_len();
+        &self.buf[start..start + value_len]
     }
 
+    /// The bits, without the layout bit.
     #[inline]
     pub fn bits(&self) -> u8 {
-        self.buf[BITS]
+        self.buf[BITS] & !HAS_FLAGS
     }
 
     #[inline]
     pub fn flags(&self) -> u32 {
-        read_u32(self.buf, FLAGS)
+        layout(self.buf).1
     }
 
     #[inline]
@@ -182,9 +252,10 @@ impl<'a> ItemMut<'a> {
         ItemRef::new(self.buf)
     }
 
+    /// Sets the bits, keeping the layout bit.
     #[inline]
     pub fn set_bits(&mut self, bits: u8) {
-        self.buf[BITS] = bits;
+        self.buf[BITS] = (bits & !HAS_FLAGS) | (self.buf[BITS] & HAS_FLAGS);
     }
 
     #[inline]
@@ -206,8 +277,8 @@ impl<'a> ItemMut<'a> {
     #[inline]
     pub fn value_mut(&mut self) -> &mut [u8] {
         let key_len = usize::from(self.buf[KEY_LEN]);
-        let value_len = read_u32(self.buf, VALUE_LEN) as usize;
-        let start = HEADER_LEN + key_len;
+        let (value_len, _, key_at) = layout(self.buf);
+        let start = key_at + key_len;
         &mut self.buf[start..start + value_len]
     }
 }
@@ -235,11 +306,52 @@ mod tests {
         assert_eq!(r.flags(), 0xdead_beef);
         assert_eq!((r.exptime(), r.atime(), r.cas()), (7, 3, u64::MAX - 1));
         assert_eq!(r.bits(), FETCHED | 2);
-        assert_eq!(r.total_len(), HEADER_LEN + 8);
+        assert_eq!(r.total_len(), FIXED_LEN + 1 + 4 + 8);
         let mut m = ItemMut::new(&mut buf);
         m.set_exptime(99);
         m.value_mut().copy_from_slice(b"world");
         assert_eq!(m.as_ref().exptime(), 99);
         assert_eq!(m.as_ref().value(), b"world");
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    #[test]
+    fn zero_flags_and_short_values_take_the_smallest_header() {
+        assert_eq!(header_len(10, 0), 19);
+        assert_eq!(header_len(200, 0), 20);
+        assert_eq!(header_len(200, 7), 24);
+        assert_eq!(header_len(1 << 30, 7), MAX_HEADER_LEN);
+        for (len, flags) in [
+            (0usize, 0u32),
+            (127, 0),
+            (128, 1),
+            (16_383, u32::MAX),
+            (16_384, 5),
+            (300_000, 0),
+        ] {
+            let value = vec![b'v'; len];
+            let item = NewItem {
+                key: b"k",
+                value: [&value, b""],
+                flags,
+                exptime: 1,
+                atime: 2,
+                cas: 3,
+                bits: DEAD | KEY_BINARY,
+            };
+            let mut buf = vec![0u8; item.total_len()];
+            item.write(&mut buf);
+            let r = ItemRef::new(&buf);
+            assert_eq!((r.value_len(), r.flags(), r.key()), (len, flags, &b"k"[..]));
+            assert_eq!(r.bits(), DEAD | KEY_BINARY);
+            assert_eq!(r.total_len(), buf.len());
+            let mut m = ItemMut::new(&mut buf);
+            m.set_bits(FETCHED);
+            assert_eq!((m.as_ref().bits(), m.as_ref().flags()), (FETCHED, flags));
+        }
     }
 }

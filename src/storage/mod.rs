@@ -194,7 +194,7 @@ impl Store {
     pub fn new(config: StoreConfig, clock: Arc<dyn Clock>) -> Self {
         let n = config.shard_count();
         let classes = SizeClasses::new(
-            item::HEADER_LEN,
+            item::MAX_HEADER_LEN,
             config.min_chunk,
             config.growth_factor,
             config.slab_chunk_max,

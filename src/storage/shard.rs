@@ -343,12 +343,38 @@ impl Shard {
                 }
                 return Err(());
             }
-            let freed = self.recycle_oldest(ctx);
-            if freed < len && !ctx.evictions {
-                return Err(());
+            if !ctx.evictions {
+                // One try: make room from dead and expired items only; the next round places
+                // the item if that worked.
+                if !self.reclaim_without_evicting(ctx, len) {
+                    return Err(());
+                }
+                continue;
             }
+            self.recycle_oldest(ctx);
         }
         Err(())
+    }
+
+    /// With `-M`: compacts the segment with the most dead bytes (or, if none has room for
+    /// `len`, the oldest, whose expired items also go) and makes it the write head. Live
+    /// items all stay. Returns whether the head now has room.
+    fn reclaim_without_evicting(&mut self, ctx: &Ctx<'_>, len: usize) -> bool {
+        let dead = |shard: &Self, slot: u32| {
+            let seg = shard.seg(slot);
+            seg.used - seg.live
+        };
+        let best = (0..self.fifo.len()).max_by_key(|&pos| dead(self, self.fifo[pos]));
+        let pos = match best {
+            Some(pos) if dead(self, self.fifo[pos]) >= len => pos,
+            _ => 0,
+        };
+        let Some(slot) = self.fifo.remove(pos) else {
+            return false;
+        };
+        self.compact(ctx, slot, false);
+        self.fifo.push_back(slot);
+        self.seg(slot).used + len <= SEGMENT_SIZE
     }
 
     fn add_segment(&mut self, buf: Box<[u8]>) {
@@ -660,7 +686,7 @@ impl Shard {
     }
 }
 
-/// Total bytes of an item, re-exported for the store's size checks.
+/// An upper bound on an item's bytes, for the store's size checks.
 pub(crate) fn item_len(key_len: usize, value_len: usize) -> usize {
-    item::total_len(key_len, value_len)
+    item::max_total_len(key_len, value_len)
 }

@@ -216,7 +216,10 @@ fn too_large_items_are_refused_and_drop_the_old_value_on_set() {
     set(&s, b"a", b"small");
     s.too_large(b"a", false);
     assert!(get(&s, b"a").is_some());
-    let near = vec![b'x'; 1024 - 26 - 1 - 5 + 1];
+    let just_over = (0..1024)
+        .find(|n| item::max_total_len(1, 5 + n) > 1024)
+        .unwrap();
+    let near = vec![b'x'; just_over];
     assert_eq!(
         s.store(Mode::Append, b"a", &near, 0, 0).unwrap().0,
         StoreResult::NotStored
@@ -430,7 +433,7 @@ fn accounting_matches_contents() {
     s.delete(b"b");
     let st = s.stats();
     assert_eq!(st.curr_items(), 1);
-    assert_eq!(st.totals.bytes as usize, item::total_len(1, 3));
+    assert_eq!(st.totals.bytes as usize, item::total_len(1, 3, 0));
     assert_eq!(st.ops.total_items, 3);
     assert_eq!(st.totals.delete_hits, 1);
     s.reset_stats();
@@ -498,4 +501,29 @@ fn concurrent_writers_and_readers_agree() {
         t.join().unwrap();
     }
     assert_eq!(s.stats().curr_items() as usize, s.len());
+}
+
+#[test]
+fn without_evictions_deleting_makes_room_even_after_failed_writes() {
+    let (_, s) = small_store(1 << 20, false);
+    let value = vec![b'v'; 1000];
+    let mut stored = 0;
+    while s
+        .store(Mode::Set, format!("k{stored}").as_bytes(), &value, 0, 0)
+        .is_ok()
+    {
+        stored += 1;
+    }
+    for i in 0..50 {
+        let refused = s.store(Mode::Set, format!("late{i}").as_bytes(), &value, 0, 0);
+        assert_eq!(refused, Err(StoreError::NoMemory));
+    }
+    for i in 0..100 {
+        assert!(s.delete(format!("k{i}").as_bytes()));
+    }
+    assert!(s.store(Mode::Set, b"again", &value, 0, 0).is_ok());
+    assert!(
+        get(&s, format!("k{}", stored - 1).as_bytes()).is_some(),
+        "nothing evicted"
+    );
 }

@@ -435,10 +435,11 @@ impl Store {
         for i in 1..n {
             let victim = (mine + i) % n;
             let mut shard = self.shards[victim].lock();
-            // One segment each, or as many as it takes to get back under a lowered limit.
+            // One segment each, or as many as it takes to make room for a new segment under a
+            // lowered limit (or after the index grew).
             while shard.release_for_other(&ctx) {
                 released = true;
-                if !self.pool.over_limit() {
+                if self.pool.has_room(SEGMENT_SIZE) {
                     break;
                 }
             }

@@ -124,6 +124,8 @@ pub(crate) struct Shard {
     large_free: Vec<u32>,
     large_hand: usize,
     cursor: Cursor,
+    /// Bytes of the index charged to the pool: `-m` covers the index too.
+    index_charged: usize,
     pub(crate) stats: ShardStats,
 }
 
@@ -154,6 +156,7 @@ impl Shard {
             large_free: Vec::new(),
             large_hand: 0,
             cursor: Cursor::default(),
+            index_charged: 0,
             stats: ShardStats::new(classes),
         }
     }
@@ -282,6 +285,18 @@ impl Shard {
         if let Some(old) = old {
             self.forget(ctx, old, Unlink::Removed);
         }
+        self.charge_index(ctx);
+    }
+
+    /// Brings the index's charge in line with its size after it grew or shrank.
+    fn charge_index(&mut self, ctx: &Ctx<'_>) {
+        let now = self.index_bytes();
+        if now > self.index_charged {
+            ctx.pool.force_charge(now - self.index_charged);
+        } else if now < self.index_charged {
+            ctx.pool.uncharge(self.index_charged - now);
+        }
+        self.index_charged = now;
     }
 
     /// Writes and links a new item. `Err(())` when no memory could be found in this shard.
@@ -308,6 +323,11 @@ impl Shard {
         };
         new.write(dst);
         self.link(ctx, hash, at);
+        // A grown index may have pushed the charges past the limit: give back old segments
+        // (never the head, which holds the new item).
+        while ctx.evictions && ctx.pool.over_limit() && self.fifo.len() > 1 {
+            self.release_oldest(ctx);
+        }
         Ok(at)
     }
 
@@ -326,7 +346,7 @@ impl Shard {
                     return Ok(loc(head as usize, off));
                 }
             }
-            if ctx.pool.over_limit() && !self.fifo.is_empty() {
+            if ctx.pool.over_limit() && ctx.evictions && !self.fifo.is_empty() {
                 self.release_oldest(ctx);
                 continue;
             }
@@ -583,6 +603,7 @@ impl Shard {
             class.bytes = 0;
         }
         self.index.shrink_to(0, |_| 0);
+        self.charge_index(ctx);
     }
 
     /// Checks up to `budget` items for expiry, unlinking the dead ones; frees segments left

@@ -113,6 +113,11 @@ impl Pool {
         self.used() > self.limit()
     }
 
+    /// Whether `bytes` more would fit under the limit.
+    pub fn has_room(&self, bytes: usize) -> bool {
+        self.used().saturating_add(bytes) <= self.limit()
+    }
+
     /// Charges `bytes` if they fit under the limit.
     pub fn try_charge(&self, bytes: usize) -> bool {
         let limit = self.limit();
@@ -121,6 +126,12 @@ impl Pool {
                 used.checked_add(bytes).filter(|&n| n <= limit)
             })
             .is_ok()
+    }
+
+    /// Charges `bytes` even past the limit (the index has grown); writers then give segments
+    /// back until the charges fit again.
+    pub fn force_charge(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub fn uncharge(&self, bytes: usize) {

@@ -110,6 +110,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let idle = self.ctx.config.idle_timeout;
         loop {
             let go_on = self.process().await?;
+            // Once per batch: `stats conns` shows seconds since the last command.
+            self.info
+                .last_cmd
+                .store(self.ctx.store.time().unix_now(), Ordering::Relaxed);
             if !self.out.is_empty() && self.swallow == 0 {
                 self.flush().await?;
             }
@@ -125,6 +129,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.rbuf.reserve(READ_CHUNK);
             let read = self.stream.read_buf(&mut self.rbuf);
             let n = tokio::select! {
+                // Data first: polling in a fixed order also skips select!'s random draw.
+                biased;
                 r = read => r?,
                 _ = self.shutdown.wait() => return Ok(()),
                 _ = tokio::time::sleep(Duration::from_secs(idle)), if idle > 0 => {
@@ -195,9 +201,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.log_exchange(used, mark);
             }
             self.rbuf.advance(used);
-            self.info
-                .last_cmd
-                .store(ctx.store.time().unix_now(), Ordering::Relaxed);
             match outcome {
                 Outcome::Continue => {}
                 Outcome::Close => return Ok(false),

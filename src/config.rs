@@ -22,11 +22,12 @@ pub struct Cli {
         short = 'p',
         long = "port",
         default_value_t = 11211,
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        value_parser = trimmed::<i32>
     )]
     pub port: i32,
     /// UDP port; only 0 (off) is supported
-    #[arg(short = 'U', long = "udp-port", default_value_t = 0)]
+    #[arg(short = 'U', long = "udp-port", default_value_t = 0, value_parser = trimmed::<u32>)]
     pub udp_port: u32,
     /// UNIX socket to listen on (disables TCP)
     #[arg(short = 's', long = "unix-socket")]
@@ -56,7 +57,7 @@ pub struct Cli {
     #[arg(short = 'M', long = "disable-evictions")]
     pub disable_evictions: bool,
     /// Max simultaneous connections
-    #[arg(short = 'c', long = "conn-limit", default_value_t = 1024)]
+    #[arg(short = 'c', long = "conn-limit", default_value_t = 1024, value_parser = trimmed::<i64>)]
     pub conn_limit: i64,
     /// Accepted for compatibility
     #[arg(short = 'k', long = "lock-memory")]
@@ -77,10 +78,10 @@ pub struct Cli {
     #[arg(short = 'P', long = "pidfile")]
     pub pidfile: Option<PathBuf>,
     /// Chunk size growth factor
-    #[arg(short = 'f', long = "slab-growth-factor", default_value_t = 1.25)]
+    #[arg(short = 'f', long = "slab-growth-factor", default_value_t = 1.25, value_parser = trimmed::<f64>)]
     pub factor: f64,
     /// Minimum space for key, value and flags
-    #[arg(short = 'n', long = "slab-min-size", default_value_t = 48)]
+    #[arg(short = 'n', long = "slab-min-size", default_value_t = 48, value_parser = trimmed::<i64>)]
     pub min_size: i64,
     /// Accepted for compatibility
     #[arg(short = 'L', long = "enable-largepages")]
@@ -89,16 +90,16 @@ pub struct Cli {
     #[arg(short = 'D')]
     pub prefix_delimiter: Option<char>,
     /// Worker threads
-    #[arg(short = 't', long = "threads", default_value_t = 4)]
+    #[arg(short = 't', long = "threads", default_value_t = 4, value_parser = trimmed::<i64>)]
     pub threads: i64,
     /// Requests per connection before yielding to others
-    #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = 20)]
+    #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = 20, value_parser = trimmed::<i64>)]
     pub reqs_per_event: i64,
     /// Disable CAS
     #[arg(short = 'C', long = "disable-cas")]
     pub disable_cas: bool,
     /// Backlog queue limit
-    #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024)]
+    #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024, value_parser = trimmed::<i32>)]
     pub backlog: i32,
     /// Protocol: auto, ascii or binary
     #[arg(short = 'B', long = "protocol", default_value = "auto")]
@@ -137,9 +138,26 @@ pub struct Cli {
     #[arg(
         long = "metrics-port",
         env = "MEMCRAB_METRICS_PORT",
-        default_value_t = 0
+        default_value_t = 0,
+        value_parser = metrics_port
     )]
     pub metrics_port: u16,
+}
+
+/// A number with surrounding spaces allowed: charts pass `"-c 16384"` as one argument, and
+/// memcached's `atoi`-style parsing accepts the space.
+fn trimmed<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    s.trim().parse().map_err(|_| format!("not a number: {s:?}"))
+}
+
+/// `--metrics-port`, also read from `MEMCRAB_METRICS_PORT`. Kubernetes' service links set
+/// `<SERVICE>_PORT=tcp://ip:port` for every Service in the namespace, so a Service named
+/// `memcrab-metrics` would set this variable: such a value is ignored (metrics off).
+fn metrics_port(s: &str) -> Result<u16, String> {
+    if s.starts_with("tcp://") || s.starts_with("udp://") {
+        return Ok(0);
+    }
+    trimmed(s)
 }
 
 /// `-B`.

@@ -92,6 +92,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         {
             eprintln!("<{} error: {e}", self.info.fd);
         }
+        if self.shutdown.is_triggered() {
+            linger(self.info.fd).await;
+        }
         if self.verbosity() > 1 {
             eprintln!("<{} connection closed.", self.info.fd);
         }
@@ -236,7 +239,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             eprintln!(">{} {}", self.info.fd, String::from_utf8_lossy(first));
         }
     }
+}
 
+/// During a drain: wait (bounded by the server's drain timeout) until the kernel has
+/// delivered every byte written on `fd`, so that exiting does not cut off a reply that a slow
+/// client is still reading (a container's network goes away with the process).
+async fn linger(fd: i32) {
+    let deadline = tokio::time::Instant::now() + super::DRAIN_TIMEOUT;
+    while tokio::time::Instant::now() < deadline {
+        let mut unsent: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ for sockets) writes one int: the bytes not yet
+        // acknowledged by the peer. The caller keeps the descriptor open meanwhile.
+        let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut unsent) };
+        if rc != 0 || unsent == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Publishes changes of this connection's buffer capacities (memory outside `-m`).
     fn report_buffers(&mut self) {
         let now = (self.rbuf.capacity(), self.out.capacity());

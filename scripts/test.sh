@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, wire tests (against memcrab, and against Debian's
-# memcached too when it is installed: the differential run), and real clients (pymemcache,
-# libmemcached's memccapable).
+# memcached too when it is installed: the differential run), real clients (pymemcache,
+# libmemcached's memccapable, twemproxy, Prometheus), and the packaging: the container image
+# under Docker (skipped, loudly, without Docker) and the Kubernetes manifests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,3 +19,4 @@ cargo test --release
 target_dir=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 MEMCRAB_BIN="${MEMCRAB_BIN:-$target_dir/release/memcrab}" python3 -m pytest -q tests/clients
+bash scripts/test-container.sh

@@ -17,7 +17,6 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 use crate::command::latency::{BUCKETS, CommandClass};
 use crate::command::{Context, PROTOCOL_VERSION};
 use crate::storage::ClassStats;
-use crate::storage::slab::PAGE_SIZE;
 
 /// Families and their help texts. Counters end in `_total` except where memcached_exporter's
 /// names do not (kept for compatibility).
@@ -425,7 +424,8 @@ impl Exporter {
 
         let classes = ctx.store.classes();
         for id in crate::command::active_classes(&s) {
-            publish_class(id, &s.classes[id], classes.chunk_size(id));
+            let (per_page, pages) = classes.pages(id, s.classes[id].number);
+            publish_class(id, &s.classes[id], classes.chunk_size(id), per_page, pages);
         }
 
         for (reason, value) in [
@@ -478,10 +478,8 @@ impl Exporter {
     }
 }
 
-fn publish_class(id: usize, c: &ClassStats, chunk: usize) {
+fn publish_class(id: usize, c: &ClassStats, chunk: usize, per_page: u64, pages: u64) {
     let slab = id.to_string();
-    let per_page = (PAGE_SIZE / chunk).max(1) as u64;
-    let pages = c.number.div_ceil(per_page).max(1);
     let g = |name: &'static str, v: u64| gauge!(name, "slab" => slab.clone()).set(v as f64);
     g("memcached_slab_current_items", c.number);
     g("memcached_slab_items_age_seconds", 0);

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use super::{Context, PROTOCOL_VERSION, line, stat};
 use crate::config::Binding;
 use crate::storage::StoreStats;
-use crate::storage::slab::PAGE_SIZE;
 
 /// One connection or listener, as `stats conns` shows it.
 #[derive(Debug)]
@@ -390,8 +389,7 @@ impl Context {
             active += 1;
             let c = &s.classes[id];
             let chunk = classes.chunk_size(id);
-            let per_page = (PAGE_SIZE / chunk).max(1) as u64;
-            let pages = c.number.div_ceil(per_page).max(1);
+            let (per_page, pages) = classes.pages(id, c.number);
             let mut slab = |name: &str, value: u64| stat(out, &format!("{id}:{name}"), value);
             slab("chunk_size", chunk as u64);
             slab("chunks_per_page", per_page);

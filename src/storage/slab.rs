@@ -58,6 +58,13 @@ impl SizeClasses {
         self.sizes[id - 1] as usize
     }
 
+    /// How `items` of class `id` would lie in memcached's 1 MiB pages: (chunks per page,
+    /// pages). `stats slabs` and the per-class metrics report these.
+    pub fn pages(&self, id: usize, items: u64) -> (u64, u64) {
+        let per_page = (PAGE_SIZE / self.chunk_size(id)).max(1) as u64;
+        (per_page, items.div_ceil(per_page).max(1))
+    }
+
     /// The class an item of `total` bytes belongs to; items above the largest chunk are
     /// counted in the last class, as memcached chains them from its largest chunks.
     pub fn class_of(&self, total: usize) -> usize {

@@ -527,3 +527,28 @@ fn without_evictions_deleting_makes_room_even_after_failed_writes() {
         "nothing evicted"
     );
 }
+
+#[test]
+fn the_index_is_charged_to_the_limit_too() {
+    let limit = 4 << 20;
+    let (_, s) = small_store(limit, true);
+    for i in 0..400_000u32 {
+        set(&s, &i.to_le_bytes(), b"0123456789");
+        if i % 10_000 == 0 {
+            let st = s.stats();
+            assert!(
+                st.malloced as usize <= limit,
+                "{} > {limit} at {i}",
+                st.malloced
+            );
+        }
+    }
+    let st = s.stats();
+    assert!(st.index_bytes > 0);
+    assert!(
+        st.malloced >= st.index_bytes,
+        "the index is part of the charge"
+    );
+    assert!(st.malloced as usize <= limit);
+    assert!(st.curr_items() > 50_000, "{}", st.curr_items());
+}

@@ -67,8 +67,10 @@ impl Default for StoreConfig {
     }
 }
 
-/// Shards per worker thread: enough that threads rarely meet on a lock.
-const SHARDS_PER_THREAD: usize = 4;
+/// Shards per worker thread: enough that threads rarely meet on a lock (a shard lock is held
+/// for one hash lookup and one copy), few enough that the partly filled write head of each
+/// shard (half a segment on average) stays a small part of `-m`.
+const SHARDS_PER_THREAD: usize = 2;
 /// Every shard should own at least this many segments, so FIFO eviction stays fine-grained.
 const MIN_SEGMENTS_PER_SHARD: usize = 8;
 

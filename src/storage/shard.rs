@@ -30,8 +30,12 @@ const OFFSET_MASK: u32 = (1 << SEGMENT_SHIFT) - 1;
 /// At most this much of a segment survives its eviction pass, so every pass frees at least
 /// a quarter of a segment.
 const KEEP_MAX: usize = SEGMENT_SIZE / 4 * 3;
-/// Large items are charged in whole pages (what the allocator really maps).
-const LARGE_CHARGE_ALIGN: usize = 4096;
+/// Large items are charged what the allocator really uses: whole pages for blocks it maps
+/// on their own (at or above the mmap threshold `main` pins), 16-byte steps plus its 8-byte
+/// header below.
+const MMAP_THRESHOLD: usize = 128 * 1024;
+const PAGE: usize = 4096;
+const MALLOC_ALIGN: usize = 16;
 
 fn loc(slot: usize, off: usize) -> Loc {
     ((slot as u32) << SEGMENT_SHIFT) | off as u32
@@ -42,7 +46,11 @@ fn split(loc: Loc) -> (u32, usize) {
 }
 
 fn large_charge(len: usize) -> usize {
-    len.div_ceil(LARGE_CHARGE_ALIGN) * LARGE_CHARGE_ALIGN
+    if len >= MMAP_THRESHOLD {
+        (len + MALLOC_ALIGN).div_ceil(PAGE) * PAGE
+    } else {
+        (len + 8).div_ceil(MALLOC_ALIGN) * MALLOC_ALIGN
+    }
 }
 
 /// What a shard needs from the store for one operation.

@@ -51,13 +51,17 @@ fn main() -> ExitCode {
 }
 
 /// glibc's malloc raises its mmap threshold as large blocks are freed, after which large
-/// values come from the heap and fragment it. A fixed threshold keeps every segment and large
-/// item in its own mapping, returned to the OS when freed.
+/// values come from the heap's arenas and fragment them (RSS past `-m`). A fixed threshold at
+/// the large-item size keeps every segment and large item in its own mapping, returned to the
+/// OS when freed.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(
+            libc::M_MMAP_THRESHOLD,
+            memcrab::storage::slab::MMAP_THRESHOLD as libc::c_int,
+        );
     }
 }
 

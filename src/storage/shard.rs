@@ -14,7 +14,7 @@ use hashbrown::HashTable;
 
 use super::expiry::is_expired;
 use super::item::{self, DEAD, FETCHED, FREQ_MASK, ItemMut, ItemRef, NewItem};
-use super::slab::{LARGE_ITEM, Pool, SEGMENT_SHIFT, SEGMENT_SIZE, SizeClasses};
+use super::slab::{LARGE_ITEM, MMAP_THRESHOLD, Pool, SEGMENT_SHIFT, SEGMENT_SIZE, SizeClasses};
 use super::stats::ShardStats;
 
 /// A location: `segment slot << SEGMENT_SHIFT | offset`, or [`LARGE_SLOT`] in the slot bits
@@ -33,7 +33,6 @@ const KEEP_MAX: usize = SEGMENT_SIZE / 4 * 3;
 /// Large items are charged what the allocator really uses: whole pages for blocks it maps
 /// on their own (at or above the mmap threshold `main` pins), 16-byte steps plus its 8-byte
 /// header below.
-const MMAP_THRESHOLD: usize = 128 * 1024;
 const PAGE: usize = 4096;
 const MALLOC_ALIGN: usize = 16;
 

@@ -19,6 +19,10 @@ pub const SEGMENT_SHIFT: u32 = 18;
 /// Items above this go into their own allocation: at most 1/8 of a segment can be lost to
 /// a tail that the next item does not fit.
 pub const LARGE_ITEM: usize = SEGMENT_SIZE / 8;
+/// Blocks at least this large get their own mapping from the allocator (`main` pins glibc's
+/// threshold here): every large item then lives in whole pages that go back to the OS when
+/// it is freed, instead of fragmenting the heap's arenas.
+pub const MMAP_THRESHOLD: usize = LARGE_ITEM;
 /// memcached's page size, used to present per-class numbers in its terms.
 pub const PAGE_SIZE: usize = 1 << 20;
 /// memcached numbers classes 1..=63.

@@ -537,6 +537,9 @@ impl Shard {
     /// Moves the items worth keeping to the front of the segment and unlinks the rest.
     fn compact(&mut self, ctx: &Ctx<'_>, slot: u32, evict: bool) -> usize {
         let used = self.seg(slot).used;
+        // A segment that is mostly garbage (overwritten, deleted) is only collected: every
+        // live item stays. Items are evicted only from segments that are mostly live.
+        let evict = evict && self.seg(slot).live > KEEP_MAX;
         let (mut src, mut dst) = (0, 0);
         while src < used {
             let seg = self.segs[slot as usize].as_mut().expect("live segment");
@@ -561,8 +564,9 @@ impl Shard {
                 src += len;
                 continue;
             }
-            if evict {
-                seg.buf[src + 1] = bits - 1;
+            if bits & FREQ_MASK > 0 {
+                // The hand passes: one read less to its credit.
+                ItemMut::new(&mut seg.buf[src..]).set_bits(bits - 1);
             }
             if src != dst {
                 seg.buf.copy_within(src..src + len, dst);

@@ -4,12 +4,16 @@
 //! ```text
 //! cargo bench --bench load -- [--quick] [--rounds N] [--duration SECS] [--conns N]
 //!                             [--threads N] [--fill-threads N] [--mem MB] [--only NAME,...]
+//!                             [--items-scale F] [--wait-quiet SECS] [--metrics]
+//!                             [--no-charts] [--charts]
 //! ```
 //!
 //! Each workload runs against the two servers alternately (memcrab, memcached, memcrab, ...),
 //! each run on a freshly started server, and the summary reports per-server medians and the
-//! ratio memcrab/memcached. Servers: `MEMCRAB_BIN` (default: the `memcrab` binary cargo just
-//! built, `target/release/memcrab`) and `MEMCACHED_BIN` (default `/usr/bin/memcached`).
+//! ratio memcrab/memcached, then the targets judged from those medians; full runs (no
+//! `--quick`, no `--only`) also write SVG charts to `docs/bench/` with plotters. Servers:
+//! `MEMCRAB_BIN` (default: the `memcrab` binary cargo just built, `target/release/memcrab`)
+//! and `MEMCACHED_BIN` (default `/usr/bin/memcached`).
 //!
 //! All traffic goes only to the two servers started here on 127.0.0.1; every loop is bounded
 //! by a count or a deadline, and every read by a timeout.
@@ -23,6 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use plotters::style::RGBColor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -110,6 +115,10 @@ struct Opts {
     memcached_bin: PathBuf,
     /// Run memcrab with its metrics endpoint on, scraped every second (`--metrics`).
     metrics: bool,
+    /// Write the SVG charts to [`CHART_DIR`] (full runs of every workload only).
+    charts: bool,
+    /// `--charts`: write them even with `--quick` or `--only`.
+    force_charts: bool,
 }
 
 const USAGE: &str = "\
@@ -125,6 +134,9 @@ usage: cargo bench --bench load -- [options]
   --items-scale F    multiply the items the fill workloads write by F (default 1, at most 4)
   --wait-quiet SECS  before each run, wait up to SECS for other processes to use < 0.1 core
   --metrics          run memcrab with --metrics-port (latency timing on) and scrape it every 1 s
+  --no-charts        do not write the SVG charts (written to docs/bench/ on full runs without
+                     --quick and --only)
+  --charts           write them anyway (also with --quick or --only)
 env: MEMCRAB_BIN (default target/release/memcrab), MEMCACHED_BIN (default /usr/bin/memcached)";
 
 fn parse_args(args: &[String]) -> Res<Opts> {
@@ -148,6 +160,8 @@ fn parse_args(args: &[String]) -> Res<Opts> {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/usr/bin/memcached")),
         metrics: false,
+        charts: true,
+        force_charts: false,
     };
     // First pass: --quick sets defaults that explicit flags then override.
     if args.iter().any(|a| a == "--quick") {
@@ -155,6 +169,7 @@ fn parse_args(args: &[String]) -> Res<Opts> {
         opts.rounds = 1;
         opts.duration = Duration::from_secs(1);
         opts.fill_divisor = 4;
+        opts.charts = false;
     }
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -173,6 +188,8 @@ fn parse_args(args: &[String]) -> Res<Opts> {
             // cargo bench passes --bench to harness = false targets.
             "--bench" | "--quick" => {}
             "--metrics" => opts.metrics = true,
+            "--no-charts" => opts.charts = false,
+            "--charts" => opts.force_charts = true,
             "--rounds" => opts.rounds = num(arg, value(arg)?)?,
             "--duration" => {
                 let v = value(arg)?;
@@ -254,14 +271,21 @@ struct Server {
 }
 
 impl Server {
-    fn start(target: Target, opts: &Opts, mem_mb: usize, threads: usize) -> Res<Server> {
+    fn start(
+        target: Target,
+        opts: &Opts,
+        mem_mb: usize,
+        threads: usize,
+        extra: &[&str],
+    ) -> Res<Server> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("finding a free port: {e}"))?
             .port();
         let mut cmd = Command::new(target.bin(opts));
         cmd.args(["-p", &port.to_string(), "-U", "0", "-l", "127.0.0.1"])
-            .args(["-m", &mem_mb.to_string(), "-t", &threads.to_string()]);
+            .args(["-m", &mem_mb.to_string(), "-t", &threads.to_string()])
+            .args(extra);
         if target == Target::Memcached {
             // memcached refuses to run as root without a user to switch to.
             cmd.args(["-u", "nobody"]);
@@ -698,12 +722,30 @@ enum Kind {
         key_len: (usize, usize),
         value_len: (usize, usize),
     },
-    /// Timed closed-loop load from `--conns` connections over `keys` preloaded items.
+    /// Timed load from `--conns` connections over `keys` preloaded items: closed loop, or with
+    /// `rate` > 0 paced to `rate` requests/s in all (the same offered load for both servers).
     Throughput {
         keys: u64,
         value_len: usize,
         mode: Mode,
+        rate: u64,
+        duration: Duration,
     },
+    /// [`Kind::Fill`] with 20-40 B keys once per value size `(value_len, items)`, each size on
+    /// a fresh server.
+    FillSizes { sizes: Vec<(usize, usize)> },
+    /// Cache-aside clients over `keys` keys drawn by zipf(`theta`): `get`, and on a miss `set`
+    /// the key's value (length in `value_len`, derived from the key). `warmup` then `measured`
+    /// gets in all, split evenly over the `--conns` connections.
+    Zipf {
+        keys: u64,
+        theta: f64,
+        value_len: (usize, usize),
+        warmup: u64,
+        measured: u64,
+    },
+    /// `conns` idle connections; the server's RSS before and after.
+    Idle { conns: usize },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -720,12 +762,18 @@ struct Workload {
     name: &'static str,
     mem_mb: usize,
     threads: usize,
+    /// More server options, the same for both servers.
+    extra: &'static [&'static str],
     kind: Kind,
 }
 
 impl Workload {
     fn describe(&self, opts: &Opts) -> String {
-        let server = format!("-m {} -t {}", self.mem_mb, self.threads);
+        let mut server = format!("-m {} -t {}", self.mem_mb, self.threads);
+        for a in self.extra {
+            server.push(' ');
+            server.push_str(a);
+        }
         match &self.kind {
             Kind::Fill {
                 items,
@@ -737,10 +785,41 @@ impl Workload {
                  replies; then get every key back in {FILL_BATCH}-key multigets",
                 key_len.0, key_len.1, value_len.0, value_len.1
             ),
+            Kind::FillSizes { sizes } => {
+                let list: Vec<String> = sizes
+                    .iter()
+                    .map(|(v, n)| format!("{} x {n}", size_label(*v)))
+                    .collect();
+                format!(
+                    "{server}; per value size, on a fresh server: sets of 20-40 B keys and \
+                     values of that size (~3x what fits), 1 connection, batches of \
+                     {FILL_BATCH} with replies, then every key read back; sizes x sets: {}",
+                    list.join(", ")
+                )
+            }
+            Kind::Zipf {
+                keys,
+                theta,
+                value_len,
+                warmup,
+                measured,
+            } => format!(
+                "{server}; cache-aside over {keys} keys drawn by zipf({theta}) (fixed seed, one \
+                 sequence per connection, the same for both servers): get, and on a miss set \
+                 the key's {}-{} B value (length derived from the key); {} connections, one \
+                 request in flight each; {warmup} gets of warm-up, then {measured} gets measured",
+                value_len.0, value_len.1, opts.conns
+            ),
+            Kind::Idle { conns } => format!(
+                "{server}; open {conns} connections and leave them idle; VmRSS before, with \
+                 them open, and after one `version` on each"
+            ),
             Kind::Throughput {
                 keys,
                 value_len,
                 mode,
+                rate,
+                duration,
             } => {
                 let what = match mode {
                     Mode::Mixed { get_pct, depth: 1 } => format!(
@@ -756,58 +835,166 @@ impl Workload {
                         format!("{keys}-key multiget, one request in flight per connection")
                     }
                 };
+                let paced = if *rate > 0 {
+                    format!(
+                        "; paced: {} requests/s offered in all (each connection on its own \
+                         schedule), latency from the actual send",
+                        fmt_num(*rate as f64)
+                    )
+                } else {
+                    String::new()
+                };
                 format!(
                     "{server}; {keys} keys preloaded with {value_len} B values; {} connections \
-                     on a 2-thread tokio client for {:.1} s; {what}",
+                     on a 2-thread tokio client for {:.1} s; {what}{paced}",
                     opts.conns,
-                    opts.duration.as_secs_f64()
+                    duration.as_secs_f64()
                 )
             }
         }
     }
 }
 
+/// Value sizes of fill-sizes.
+const FILL_SIZES: [usize; 6] = [10, 100, 1024, 10 * 1024, 100 * 1024, 512 * 1024];
+
+/// The closed-loop throughput workloads, whose requests/s and CPU per request the targets
+/// compare.
+const THROUGHPUT_WORKLOADS: [&str; 5] = [
+    "get-set",
+    "get-set-pipe16",
+    "multiget-10",
+    "value-4k",
+    "set-heavy",
+];
+
+fn size_label(v: usize) -> String {
+    if v >= 1024 && v % 1024 == 0 {
+        format!("{} KiB", v / 1024)
+    } else {
+        format!("{v} B")
+    }
+}
+
 fn workloads(opts: &Opts) -> Vec<Workload> {
+    let fill_mem = (opts.mem_mb / opts.fill_divisor).max(1);
     let fill = |name, items: usize, key_len, value_len| Workload {
         name,
-        mem_mb: (opts.mem_mb / opts.fill_divisor).max(1),
+        mem_mb: fill_mem,
         threads: opts.fill_threads,
+        extra: &[],
         kind: Kind::Fill {
             items: ((items as f64 * opts.items_scale) as usize / opts.fill_divisor).max(1),
             key_len,
             value_len,
         },
     };
-    let load = |name, mode| Workload {
+    // The workloads added later run for half of --duration in the quick run, which keeps it
+    // near 25 s.
+    let short = if opts.quick { 0.5 } else { 1.0 };
+    let load = |name, keys, value_len, mode, rate, scale: f64| Workload {
         name,
         mem_mb: opts.mem_mb,
         threads: opts.threads,
+        extra: &[],
         kind: Kind::Throughput {
-            keys: 100_000,
-            value_len: 100,
+            keys,
+            value_len,
             mode,
+            rate,
+            duration: opts.duration.mul_f64(scale),
         },
+    };
+    let mixed = |get_pct, depth| Mode::Mixed { get_pct, depth };
+    // fill-sizes: ~3x what fits in -m, assuming ~80 B of key and overhead per item; the
+    // quick run writes half of that (1.5x, still overflowing) at half the quick -m.
+    let sizes_mem = if opts.quick { fill_mem / 2 } else { fill_mem }.max(2);
+    let sizes = FILL_SIZES
+        .iter()
+        .map(|&v| {
+            let fits = sizes_mem as f64 * 1048576.0 / (v + 80) as f64;
+            let times = if opts.quick { 1.5 } else { 3.0 };
+            (v, ((fits * times * opts.items_scale) as usize).max(8))
+        })
+        .collect();
+    // zipf: ten times the keys that fit (~300 B values: ~220k items in 64 MiB); the quick run
+    // at a quarter of the quick -m.
+    let zipf_mem = if opts.quick { fill_mem / 4 } else { fill_mem }.max(2);
+    let zipf_keys = 2_200_000 * zipf_mem as u64 / 64;
+    let (warmup, measured) = if opts.quick {
+        (zipf_keys / 4, zipf_keys / 4)
+    } else {
+        (
+            1_000_000 * zipf_mem as u64 / 64,
+            1_000_000 * zipf_mem as u64 / 64,
+        )
     };
     vec![
         fill("fill-mixed", 800_000, (20, 40), (50, 300)),
         fill("fill-tiny", 3_000_000, (10, 10), (10, 10)),
+        Workload {
+            name: "fill-sizes",
+            mem_mb: sizes_mem,
+            threads: opts.fill_threads,
+            extra: &["-I", "1m"],
+            kind: Kind::FillSizes { sizes },
+        },
+        load("get-set", 100_000, 100, mixed(90, 1), 0, 1.0),
+        load("get-set-pipe16", 100_000, 100, mixed(90, 16), 0, 1.0),
         load(
-            "get-set",
-            Mode::Mixed {
-                get_pct: 90,
-                depth: 1,
-            },
+            "multiget-10",
+            100_000,
+            100,
+            Mode::Multiget { keys: 10 },
+            0,
+            1.0,
         ),
+        // 8,000 x 4 KiB = 32 MiB: fits in -m 64 on both.
         load(
-            "get-set-pipe16",
-            Mode::Mixed {
-                get_pct: 90,
-                depth: 16,
-            },
+            "value-4k",
+            8_000 * opts.mem_mb as u64 / 64,
+            4096,
+            mixed(90, 1),
+            0,
+            short,
         ),
-        load("multiget-10", Mode::Multiget { keys: 10 }),
+        load("set-heavy", 100_000, 100, mixed(10, 1), 0, short),
+        load(
+            "get-set-rate",
+            100_000,
+            100,
+            mixed(90, 1),
+            PACED_RATE,
+            short,
+        ),
+        Workload {
+            name: "zipf-cache-aside",
+            mem_mb: zipf_mem,
+            threads: opts.threads,
+            extra: &[],
+            kind: Kind::Zipf {
+                keys: zipf_keys,
+                theta: 0.99,
+                value_len: (200, 400),
+                warmup,
+                measured,
+            },
+        },
+        Workload {
+            name: "idle-5000",
+            mem_mb: opts.mem_mb,
+            threads: opts.threads,
+            extra: &["-c", "6000"],
+            kind: Kind::Idle {
+                conns: if opts.quick { 1000 } else { 5000 },
+            },
+        },
     ]
 }
+
+/// Offered load of get-set-rate, requests/s in all: well under what either server does
+/// closed-loop on the 2-core machine (120-140k), so that both keep up.
+const PACED_RATE: u64 = 50_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Better {
@@ -1047,7 +1234,14 @@ struct ClientParams {
     pool: Arc<Vec<u8>>,
 }
 
-async fn client(mut conn: Conn, id: usize, p: Arc<ClientParams>) -> Res<ClientStats> {
+/// `pace`, for paced runs: time between two requests of this connection, and when its first
+/// is due.
+async fn client(
+    mut conn: Conn,
+    id: usize,
+    p: Arc<ClientParams>,
+    pace: Option<(Duration, Instant)>,
+) -> Res<ClientStats> {
     let mut rng = Rng::new(SEED ^ 0xc11e_0000 ^ id as u64);
     let mut st = ClientStats {
         latencies: Vec::with_capacity(1 << 16),
@@ -1057,7 +1251,17 @@ async fn client(mut conn: Conn, id: usize, p: Arc<ClientParams>) -> Res<ClientSt
     let mut want = Vec::with_capacity(16); // (is_get, key start, key end) into `keys`
     let mut keys = Vec::with_capacity(16 * 16);
     let value_len = p.value_len;
+    let mut due = pace.map(|(_, first)| first);
     while Instant::now() < p.deadline && st.requests < MAX_OPS_PER_CONN {
+        if let (Some(at), Some((every, _))) = (due.as_mut(), pace) {
+            // Open loop per connection: the next request is due on a fixed schedule, not
+            // when the previous reply came (a late one is sent at once, catching up).
+            if *at >= p.deadline {
+                break;
+            }
+            tokio::time::sleep_until((*at).into()).await;
+            *at += every;
+        }
         req.clear();
         want.clear();
         keys.clear();
@@ -1147,13 +1351,23 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64
 }
 
-async fn run_throughput(
-    server: &Server,
-    opts: &Opts,
+#[derive(Clone, Copy, Debug)]
+struct ThroughputRun {
     keys: u64,
     value_len: usize,
     mode: Mode,
-) -> Res<Vec<Metric>> {
+    rate: u64,
+    duration: Duration,
+}
+
+async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) -> Res<Vec<Metric>> {
+    let ThroughputRun {
+        keys,
+        value_len,
+        mode,
+        rate,
+        duration,
+    } = run;
     let pool = Arc::new(value_pool());
     preload(server.port, keys, value_len, &pool).await?;
     let mut conns = Vec::with_capacity(opts.conns);
@@ -1166,13 +1380,19 @@ async fn run_throughput(
         keys,
         value_len,
         mode,
-        deadline: t0 + opts.duration,
+        deadline: t0 + duration,
         pool,
     });
+    let every = (rate > 0).then(|| Duration::from_secs_f64(opts.conns as f64 / rate as f64));
     let tasks: Vec<_> = conns
         .into_iter()
         .enumerate()
-        .map(|(id, conn)| tokio::spawn(client(conn, id, params.clone())))
+        .map(|(id, conn)| {
+            // Paced: the connections' schedules staggered evenly over one interval.
+            let pace =
+                every.map(|every| (every, t0 + every.mul_f64(id as f64 / opts.conns as f64)));
+            tokio::spawn(client(conn, id, params.clone(), pace))
+        })
         .collect();
     let mut total = ClientStats::default();
     let mut first_error = None;
@@ -1199,6 +1419,11 @@ async fn run_throughput(
     total.latencies.sort_unstable();
     let lat = &total.latencies;
     let (rate_name, per, cpu_name) = match mode {
+        Mode::Mixed { depth: 1, .. } if rate > 0 => (
+            format!("requests/s (offered {})", fmt_num(rate as f64)),
+            "per request".to_string(),
+            "server CPU per request (us)".to_string(),
+        ),
         Mode::Mixed { depth: 1, .. } => (
             "requests/s".to_string(),
             "per request".to_string(),
@@ -1248,6 +1473,838 @@ async fn run_throughput(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Fill per value size.
+
+fn run_fill_sizes(
+    rt: &tokio::runtime::Runtime,
+    opts: &Opts,
+    wl: &Workload,
+    target: Target,
+    sizes: &[(usize, usize)],
+) -> Res<Vec<Metric>> {
+    let mut out = Vec::new();
+    let mut others: f64 = 0.0;
+    for &(vlen, items) in sizes {
+        let label = size_label(vlen);
+        let mut server = Server::start(target, opts, wl.mem_mb, wl.threads, wl.extra)?;
+        let before = CpuSnapshot::take(&server)?;
+        let result = rt.block_on(run_fill(&server, items, (20, 40), (vlen, vlen)));
+        if let Ok(after) = CpuSnapshot::take(&server) {
+            others = others.max(before.others_since(&after));
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            return Err(format!(
+                "{label} values: server exited during the run: {status}"
+            ));
+        }
+        drop(server);
+        let m = result.map_err(|e| format!("{label} values: {e}"))?;
+        let get = |name: &str| {
+            m.iter()
+                .find(|x| x.name == name)
+                .map(|x| x.value)
+                .unwrap_or(f64::NAN)
+        };
+        out.push(metric(
+            format!("items retained, {label}"),
+            get("items retained"),
+            Better::Higher,
+        ));
+        out.push(metric(
+            format!("RSS after fill (MiB), {label}"),
+            get("RSS after fill (MiB)"),
+            Better::Lower,
+        ));
+        out.push(metric(
+            format!("sets failed, {label}"),
+            get("sets failed (SERVER_ERROR)"),
+            Better::Neither,
+        ));
+        out.push(metric(
+            format!("values corrupt, {label}"),
+            get("values read back corrupt"),
+            Better::Lower,
+        ));
+    }
+    // Ordered: every size's retained items first, then RSS, then the error counts.
+    out.sort_by_key(|x| {
+        ["items", "RSS", "sets", "values"]
+            .iter()
+            .position(|p| x.name.starts_with(p))
+    });
+    out.push(metric(
+        "other processes' CPU (cores, max)",
+        others,
+        Better::Neither,
+    ));
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Zipf cache-aside.
+
+/// Zipf(theta) over ranks `0..n` (rank 0 the most popular): the exact CDF, sampled by binary
+/// search (~21 steps for 2.2M keys).
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: u64, theta: f64) -> Zipf {
+        let mut cdf = Vec::with_capacity(n as usize);
+        let mut sum = 0.0;
+        for i in 0..n {
+            sum += ((i + 1) as f64).powf(-theta);
+            cdf.push(sum);
+        }
+        for c in &mut cdf {
+            *c /= sum;
+        }
+        Zipf { cdf }
+    }
+
+    fn sample(&self, rng: &mut Rng) -> u64 {
+        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        self.cdf
+            .partition_point(|&c| c <= u)
+            .min(self.cdf.len() - 1) as u64
+    }
+}
+
+/// Key of zipf rank `r`: 21 B, `zipf:` and 16 hex digits of a bijective hash of the rank.
+fn zipf_key(out: &mut Vec<u8>, r: u64) {
+    let _ = write!(ByteWriter(out), "zipf:{:016x}", mix64(r ^ SEED));
+}
+
+/// The value of zipf rank `r`: a slice of the pool whose length and offset derive from `r`.
+fn zipf_value(pool: &[u8], r: u64, len: (usize, usize)) -> &[u8] {
+    let h = mix64(r.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x7661_6c75_6573);
+    let n = len.0 + (h % (len.1 - len.0 + 1) as u64) as usize;
+    let off = ((h >> 24) % (pool.len() - n) as u64) as usize;
+    &pool[off..off + n]
+}
+
+struct ByteWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for ByteWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ZipfRun {
+    keys: u64,
+    theta: f64,
+    value_len: (usize, usize),
+    warmup: u64,
+    measured: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct ZipfStats {
+    gets: u64,
+    hits: u64,
+    sets: u64,
+    /// Hits whose value is not the key's value (want 0).
+    wrong: u64,
+}
+
+struct ZipfShared {
+    zipf: Zipf,
+    run: ZipfRun,
+    pool: Vec<u8>,
+    /// Every client and the driver meet here between warm-up and the measured phase.
+    barrier: tokio::sync::Barrier,
+}
+
+async fn zipf_phase(
+    conn: &mut Conn,
+    rng: &mut Rng,
+    sh: &ZipfShared,
+    gets: u64,
+    st: &mut ZipfStats,
+) -> Res<()> {
+    let mut req = Vec::with_capacity(512);
+    let mut key = Vec::with_capacity(32);
+    for _ in 0..gets {
+        let r = sh.zipf.sample(rng);
+        key.clear();
+        zipf_key(&mut key, r);
+        let value = zipf_value(&sh.pool, r, sh.run.value_len);
+        req.clear();
+        req.extend_from_slice(b"get ");
+        req.extend_from_slice(&key);
+        req.extend_from_slice(b"\r\n");
+        conn.send(&req).await?;
+        let mut wrong = 0;
+        let hits = conn
+            .values(1, |k, data| {
+                if k != key.as_slice() {
+                    return Err(format!("get {}: got VALUE {}", show(&key), show(k)));
+                }
+                if data != value {
+                    wrong += 1;
+                }
+                Ok(())
+            })
+            .await?;
+        st.gets += 1;
+        st.hits += hits as u64;
+        st.wrong += wrong;
+        if hits == 0 {
+            req.clear();
+            push_set(&mut req, &key, value);
+            conn.send(&req).await?;
+            conn.expect(b"STORED")
+                .await
+                .map_err(|e| format!("set after miss: {e}"))?;
+            st.sets += 1;
+        }
+    }
+    Ok(())
+}
+
+async fn zipf_client(
+    mut conn: Conn,
+    id: usize,
+    conns: u64,
+    sh: Arc<ZipfShared>,
+) -> Res<(ZipfStats, ZipfStats)> {
+    let mut rng = Rng::new(SEED ^ 0x7a69_7066_0000_0000 ^ id as u64);
+    let share = |total: u64| total / conns + u64::from((id as u64) < total % conns);
+    let mut warm = ZipfStats::default();
+    let warmed = zipf_phase(&mut conn, &mut rng, &sh, share(sh.run.warmup), &mut warm).await;
+    // Meet the others even after a failure, so that nobody waits forever.
+    sh.barrier.wait().await;
+    warmed.map_err(|e| format!("warm-up: {e}"))?;
+    let mut st = ZipfStats::default();
+    zipf_phase(&mut conn, &mut rng, &sh, share(sh.run.measured), &mut st).await?;
+    Ok((warm, st))
+}
+
+async fn run_zipf(server: &Server, opts: &Opts, run: ZipfRun) -> Res<Vec<Metric>> {
+    let sh = Arc::new(ZipfShared {
+        zipf: Zipf::new(run.keys, run.theta),
+        run,
+        pool: value_pool(),
+        barrier: tokio::sync::Barrier::new(opts.conns + 1),
+    });
+    let mut conns = Vec::with_capacity(opts.conns);
+    for _ in 0..opts.conns {
+        conns.push(Conn::connect(server.port).await?);
+    }
+    let mut ctl = Conn::connect(server.port).await?;
+    let t_warm = Instant::now();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(id, conn)| tokio::spawn(zipf_client(conn, id, opts.conns as u64, sh.clone())))
+        .collect();
+    sh.barrier.wait().await;
+    let warm_secs = t_warm.elapsed().as_secs_f64();
+    let cpu0 = server.cpu_seconds()?;
+    let t0 = Instant::now();
+    let mut warm = ZipfStats::default();
+    let mut st = ZipfStats::default();
+    let mut first_error = None;
+    for (id, task) in tasks.into_iter().enumerate() {
+        match task.await {
+            Ok(Ok((w, m))) => {
+                for (acc, x) in [(&mut warm, w), (&mut st, m)] {
+                    acc.gets += x.gets;
+                    acc.hits += x.hits;
+                    acc.sets += x.sets;
+                    acc.wrong += x.wrong;
+                }
+            }
+            Ok(Err(e)) => {
+                first_error.get_or_insert(format!("connection {id}: {e}"));
+            }
+            Err(e) => {
+                first_error.get_or_insert(format!("connection {id}: client task failed: {e}"));
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = server.cpu_seconds()? - cpu0;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let stats = ctl.stats().await?;
+    let pct = |s: &ZipfStats| 100.0 * s.hits as f64 / s.gets.max(1) as f64;
+    if st.wrong + warm.wrong > 0 {
+        eprintln!(
+            "  !! {} hits returned a value other than the key's",
+            st.wrong + warm.wrong
+        );
+    }
+    Ok(vec![
+        metric("hit ratio, measured (%)", pct(&st), Better::Higher),
+        metric("hit ratio, warm-up (%)", pct(&warm), Better::Higher),
+        metric("gets measured", st.gets as f64, Better::Neither),
+        metric("sets after a miss, measured", st.sets as f64, Better::Lower),
+        metric(
+            "hits with a wrong value (want 0)",
+            (st.wrong + warm.wrong) as f64,
+            Better::Lower,
+        ),
+        metric("gets/s, measured", st.gets as f64 / secs, Better::Higher),
+        metric(
+            "gets/s, warm-up",
+            warm.gets as f64 / warm_secs,
+            Better::Higher,
+        ),
+        metric(
+            "server CPU per get, measured (us)",
+            cpu * 1e6 / st.gets.max(1) as f64,
+            Better::Lower,
+        ),
+        metric(
+            "curr_items at the end",
+            stat_u64(&stats, "curr_items")? as f64,
+            Better::Higher,
+        ),
+        metric(
+            "evictions (stats)",
+            stat_u64(&stats, "evictions")? as f64,
+            Better::Neither,
+        ),
+        metric("RSS at the end (MiB)", server.rss_mib()?, Better::Lower),
+    ])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle connections.
+
+async fn run_idle(server: &Server, n: usize) -> Res<Vec<Metric>> {
+    let mut ctl = Conn::connect(server.port).await?;
+    let curr = |stats: &[(String, String)]| stat_u64(stats, "curr_connections");
+    // Not a count taken now: the connection that probed the server at startup may still be
+    // counted (memcached, sometimes) and go away while these are opened.
+    let base = 1; // this control connection
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let rss0 = server.rss_mib()?;
+    let t0 = Instant::now();
+    let mut socks = Vec::with_capacity(n);
+    for i in 0..n {
+        let s = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(("127.0.0.1", server.port)))
+            .await
+            .map_err(|_| format!("connection {i} of {n}: connect timed out"))?
+            .map_err(|e| format!("connection {i} of {n}: connect: {e}"))?;
+        socks.push(s);
+    }
+    // Wait until the server has accepted them all (connect returns once the kernel has).
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let now = curr(&ctl.stats().await?)?;
+        if now >= base + n as u64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "curr_connections {now} after {IO_TIMEOUT:?}, want {} ({base} + {n})",
+                base + n as u64
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let open_ms = t0.elapsed().as_secs_f64() * 1e3;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss1 = server.rss_mib()?;
+    // One request on each, then idle again.
+    let mut buf = [0u8; 256];
+    for (i, s) in socks.iter_mut().enumerate() {
+        tokio::time::timeout(IO_TIMEOUT, s.write_all(b"version\r\n"))
+            .await
+            .map_err(|_| format!("connection {i}: write timed out"))?
+            .map_err(|e| format!("connection {i}: write: {e}"))?;
+        let mut got = 0;
+        while !buf[..got].ends_with(b"\r\n") {
+            if got == buf.len() {
+                return Err(format!("connection {i}: version reply too long"));
+            }
+            let k = tokio::time::timeout(IO_TIMEOUT, s.read(&mut buf[got..]))
+                .await
+                .map_err(|_| format!("connection {i}: no version reply"))?
+                .map_err(|e| format!("connection {i}: read: {e}"))?;
+            if k == 0 {
+                return Err(format!("connection {i}: closed by the server"));
+            }
+            got += k;
+        }
+        if !buf.starts_with(b"VERSION ") {
+            return Err(format!(
+                "connection {i}: version reply {}",
+                show(&buf[..got])
+            ));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss2 = server.rss_mib()?;
+    let still = curr(&ctl.stats().await?)?;
+    drop(socks);
+    let per = |a: f64, b: f64| (b - a) * 1024.0 / n as f64;
+    Ok(vec![
+        metric("RSS before (MiB)", rss0, Better::Lower),
+        metric(
+            format!("RSS with {n} idle conns (MiB)"),
+            rss1,
+            Better::Lower,
+        ),
+        metric("RSS per idle conn (KiB)", per(rss0, rss1), Better::Lower),
+        metric("RSS after a request on each (MiB)", rss2, Better::Lower),
+        metric(
+            "RSS per used-then-idle conn (KiB)",
+            per(rss0, rss2),
+            Better::Lower,
+        ),
+        metric("curr_connections (stats)", still as f64, Better::Neither),
+        metric("time to open and accept all (ms)", open_ms, Better::Lower),
+    ])
+}
+
+/// Raises this process's soft RLIMIT_NOFILE (the servers inherit it) so that idle-5000 fits.
+fn raise_fd_limit(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= want {
+            return;
+        }
+        lim.rlim_cur = want.min(lim.rlim_max);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            eprintln!("note: could not raise RLIMIT_NOFILE to {}", lim.rlim_cur);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets and charts, from the medians of a run.
+
+/// Where full runs write their SVG charts, relative to the package root.
+const CHART_DIR: &str = "docs/bench";
+
+type Results = [(Workload, Runs)];
+
+/// Per server, the median over the rounds of the first metric of workload `wl` whose name
+/// `is`; `None` if the workload did not run, a round failed or there is no such metric.
+fn medians(results: &Results, wl: &str, is: impl Fn(&str) -> bool) -> Option<[f64; 2]> {
+    let (_, runs) = results.iter().find(|(w, _)| w.name == wl)?;
+    let mut out = [f64::NAN; 2];
+    for (t, slot) in out.iter_mut().enumerate() {
+        let mut vals = Vec::new();
+        for r in &runs[t] {
+            let m = r.as_ref().ok()?;
+            vals.push(m.iter().find(|x| is(&x.name))?.value);
+        }
+        *slot = median(vals);
+    }
+    out.iter().all(|v| v.is_finite()).then_some(out)
+}
+
+fn is_rate(name: &str) -> bool {
+    name.starts_with("requests/s") || name.starts_with("multigets/s")
+}
+
+fn geomean(v: &[f64]) -> f64 {
+    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
+}
+
+/// Prints the targets with met / missed and the measured value.
+fn print_targets(results: &Results) {
+    let mut rows: Vec<(String, String, Option<bool>)> = Vec::new();
+    let ratio = |m: [f64; 2]| m[0] / m[1];
+    let per_wl = |is: &dyn Fn(&str) -> bool| -> Vec<(&str, f64)> {
+        THROUGHPUT_WORKLOADS
+            .iter()
+            .filter_map(|w| medians(results, w, is).map(|m| (*w, ratio(m))))
+            .collect()
+    };
+    let list = |v: &[(&str, f64)]| {
+        v.iter()
+            .map(|(w, r)| format!("{w} {r:.2}x"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rates = per_wl(&is_rate);
+    let all = rates.len() == THROUGHPUT_WORKLOADS.len();
+    if !rates.is_empty() {
+        let g = geomean(&rates.iter().map(|x| x.1).collect::<Vec<_>>());
+        rows.push((
+            format!(
+                "requests/s, geometric mean over {} ≥ 1.25x",
+                THROUGHPUT_WORKLOADS.join(", ")
+            ),
+            format!("{g:.3}x ({})", list(&rates)),
+            all.then_some(g >= 1.25),
+        ));
+        let (w, lo) = rates
+            .iter()
+            .copied()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("not empty");
+        rows.push((
+            "requests/s, no throughput workload below 1.0x".into(),
+            format!("lowest {lo:.3}x ({w})"),
+            all.then_some(lo >= 1.0),
+        ));
+    }
+    if let Some(m) = medians(results, "get-set-pipe16", is_rate) {
+        rows.push((
+            "requests/s, pipelined get-set-pipe16 ≥ 2x".into(),
+            format!("{:.3}x", ratio(m)),
+            Some(ratio(m) >= 2.0),
+        ));
+    }
+    let cpu = per_wl(&|n: &str| n.starts_with("server CPU per"));
+    if !cpu.is_empty() {
+        let g = geomean(&cpu.iter().map(|x| x.1).collect::<Vec<_>>());
+        let (w, hi) = cpu
+            .iter()
+            .copied()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("not empty");
+        rows.push((
+            "server CPU per request ≤ 0.8x (every throughput workload)".into(),
+            format!(
+                "geometric mean {g:.3}x; highest {hi:.3}x ({w}); {}",
+                list(&cpu)
+            ),
+            all.then_some(hi <= 0.8),
+        ));
+    }
+    if let Some(m) = medians(results, "get-set-rate", |n| n.starts_with("p99 latency")) {
+        rows.push((
+            format!(
+                "p99 latency at the same offered load ({} req/s, get-set-rate) ≤ 1.0x",
+                fmt_num(PACED_RATE as f64)
+            ),
+            format!(
+                "{:.3}x ({} against {} us)",
+                ratio(m),
+                fmt_num(m[0]),
+                fmt_num(m[1])
+            ),
+            Some(m[0] <= m[1]),
+        ));
+    }
+    let fill = |wl: &str, want: f64, rows: &mut Vec<(String, String, Option<bool>)>| {
+        let items = medians(results, wl, |n| n == "items retained");
+        let rss = medians(results, wl, |n| n == "RSS after fill (MiB)");
+        if let (Some(i), Some(r)) = (items, rss) {
+            rows.push((
+                format!("{wl}: items retained ≥ {want}x with RSS ≤ memcached's"),
+                format!(
+                    "{:.3}x items ({} against {}), RSS {:.3}x ({:.1} against {:.1} MiB)",
+                    ratio(i),
+                    fmt_num(i[0]),
+                    fmt_num(i[1]),
+                    ratio(r),
+                    r[0],
+                    r[1]
+                ),
+                Some(ratio(i) >= want && r[0] <= r[1]),
+            ));
+        }
+    };
+    fill("fill-mixed", 1.25, &mut rows);
+    fill("fill-tiny", 2.0, &mut rows);
+    let sizes: Vec<(usize, [f64; 2], Option<[f64; 2]>)> = FILL_SIZES
+        .iter()
+        .filter_map(|&v| {
+            let label = size_label(v);
+            let items = medians(results, "fill-sizes", |n| {
+                n == format!("items retained, {label}")
+            })?;
+            let rss = medians(results, "fill-sizes", |n| {
+                n == format!("RSS after fill (MiB), {label}")
+            });
+            Some((v, items, rss))
+        })
+        .collect();
+    if sizes.len() == FILL_SIZES.len() {
+        let fewer: Vec<String> = sizes
+            .iter()
+            .filter(|(_, i, _)| i[0] < i[1])
+            .map(|(v, i, _)| format!("{} {:.3}x", size_label(*v), ratio(*i)))
+            .collect();
+        let higher_rss: Vec<String> = sizes
+            .iter()
+            .filter_map(|(v, _, r)| {
+                let r = (*r)?;
+                (r[0] > r[1]).then(|| format!("{} {:.3}x", size_label(*v), ratio(r)))
+            })
+            .collect();
+        let all: Vec<String> = sizes
+            .iter()
+            .map(|(v, i, _)| format!("{} {:.3}x", size_label(*v), ratio(*i)))
+            .collect();
+        rows.push((
+            "fill-sizes: never fewer items than memcached, 10 B..512 KiB, RSS no higher".into(),
+            format!(
+                "{}; fewer at: {}; RSS higher at: {}",
+                all.join(", "),
+                if fewer.is_empty() {
+                    "none".into()
+                } else {
+                    fewer.join(", ")
+                },
+                if higher_rss.is_empty() {
+                    "none".into()
+                } else {
+                    higher_rss.join(", ")
+                }
+            ),
+            Some(fewer.is_empty() && higher_rss.is_empty()),
+        ));
+    }
+    let idle_conns = results
+        .iter()
+        .find_map(|(w, _)| match w.kind {
+            Kind::Idle { conns } => Some(conns),
+            _ => None,
+        })
+        .unwrap_or(0);
+    if let Some(m) = medians(results, "idle-5000", |n| n.starts_with("RSS with")) {
+        let per = medians(results, "idle-5000", |n| n == "RSS per idle conn (KiB)");
+        rows.push((
+            format!(
+                "RSS with {} idle connections ≤ memcached's",
+                fmt_num(idle_conns as f64)
+            ),
+            format!(
+                "{:.3}x ({:.1} against {:.1} MiB{})",
+                ratio(m),
+                m[0],
+                m[1],
+                per.map(|p| format!("; {:.2} against {:.2} KiB per connection", p[0], p[1]))
+                    .unwrap_or_default()
+            ),
+            Some(m[0] <= m[1]),
+        ));
+    }
+    if let Some(m) = medians(results, "zipf-cache-aside", |n| {
+        n == "hit ratio, measured (%)"
+    }) {
+        let pp = m[0] - m[1];
+        rows.push((
+            "zipf cache-aside hit ratio ≥ memcached's + 2 percentage points".into(),
+            format!("{:.2}% against {:.2}%: {pp:+.2} pp", m[0], m[1]),
+            Some(pp >= 2.0),
+        ));
+    }
+    if rows.is_empty() {
+        return;
+    }
+    println!();
+    println!("==== targets (from the medians above) ====");
+    println!();
+    for (what, value, ok) in rows {
+        let verdict = match ok {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "(partial run)",
+        };
+        println!("  [{verdict}] {what}: {value}");
+    }
+}
+
+const MEMCRAB_COLOR: RGBColor = RGBColor(222, 98, 34);
+const MEMCACHED_COLOR: RGBColor = RGBColor(52, 101, 164);
+
+struct BarChart<'a> {
+    file: &'a str,
+    title: String,
+    y_desc: &'a str,
+    /// Per group: its label and (memcrab, memcached).
+    groups: Vec<(String, [f64; 2])>,
+    /// log10 y axis (values spanning decades).
+    log: bool,
+    /// Label above each bar.
+    fmt: fn(f64) -> String,
+}
+
+/// Draws a grouped bar chart, memcrab's bar left of memcached's. Labels are SVG `<text>`
+/// elements (plotters without its `ttf` feature measures text with a fixed estimate and needs
+/// no fonts), so the output is the same on every machine.
+fn draw_bars(dir: &std::path::Path, c: &BarChart) -> Res<()> {
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let path = dir.join(c.file);
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let groups: Vec<&(String, [f64; 2])> = c
+        .groups
+        .iter()
+        .filter(|g| g.1.iter().all(|v| v.is_finite() && *v > 0.0))
+        .collect();
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let vals = groups.iter().flat_map(|g| g.1);
+    let (min, max) = vals.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let tr = |v: f64| if c.log { v.log10() } else { v };
+    let (lo, hi) = if c.log {
+        (min.log10().floor().min(0.0), (max * 3.0).log10().ceil())
+    } else {
+        (0.0, max * 1.15)
+    };
+    let width = (180 + 170 * groups.len() as u32).max(11 * c.title.len() as u32 + 60);
+    let root = SVGBackend::new(&path, (width, 460)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(&c.title, ("sans-serif", 20))
+        .margin(14)
+        .x_label_area_size(34)
+        .y_label_area_size(84)
+        .build_cartesian_2d(0f64..groups.len() as f64, lo..hi)
+        .map_err(|e| err(&e))?;
+    let y_fmt = |v: &f64| {
+        if c.log {
+            fmt_num(10f64.powf(*v))
+        } else {
+            fmt_num(*v)
+        }
+    };
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .light_line_style(WHITE)
+        .x_label_formatter(&|_| String::new())
+        .y_labels(if c.log { (hi - lo) as usize + 1 } else { 8 })
+        .y_label_formatter(&y_fmt)
+        .y_desc(c.y_desc)
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let value_style =
+        TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
+    for (t, (name, color)) in [("memcrab", MEMCRAB_COLOR), ("memcached", MEMCACHED_COLOR)]
+        .into_iter()
+        .enumerate()
+    {
+        let x0 = |i: usize| i as f64 + 0.1 + 0.41 * t as f64;
+        chart
+            .draw_series(groups.iter().enumerate().map(|(i, g)| {
+                Rectangle::new([(x0(i), lo), (x0(i) + 0.39, tr(g.1[t]))], color.filled())
+            }))
+            .map_err(|e| err(&e))?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
+        chart
+            .draw_series(groups.iter().enumerate().map(|(i, g)| {
+                Text::new(
+                    (c.fmt)(g.1[t]),
+                    (x0(i) + 0.195, tr(g.1[t])),
+                    value_style.clone(),
+                )
+            }))
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 12))
+        .margin(12)
+        .draw()
+        .map_err(|e| err(&e))?;
+    let label_style =
+        TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    for (i, g) in groups.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(i as f64 + 0.5, lo));
+        root.draw(&Text::new(g.0.clone(), (px, py + 8), label_style.clone()))
+            .map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// Writes the charts of a full run to [`CHART_DIR`].
+fn write_charts(results: &Results) -> Res<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CHART_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let groups = |names: &[&str], is: &dyn Fn(&str) -> bool| -> Vec<(String, [f64; 2])> {
+        names
+            .iter()
+            .filter_map(|w| {
+                let m = medians(results, w, is)?;
+                let label = match *w {
+                    "multiget-10" => "multiget-10 (multigets)".to_string(),
+                    "get-set-pipe16" => "get-set-pipe16 (batch)".to_string(),
+                    "get-set-rate" => format!("get-set-rate ({}k/s)", PACED_RATE / 1000),
+                    w => w.to_string(),
+                };
+                Some((label, m))
+            })
+            .collect()
+    };
+    let sizes_mem = results
+        .iter()
+        .find(|(w, _)| w.name == "fill-sizes")
+        .map(|(w, _)| w.mem_mb)
+        .unwrap_or(0);
+    let mut latency_wls = THROUGHPUT_WORKLOADS.to_vec();
+    latency_wls.push("get-set-rate");
+    let charts = [
+        BarChart {
+            file: "throughput.svg",
+            title: "Requests/s (closed loop, one request in flight per connection; median)".into(),
+            y_desc: "requests/s",
+            groups: groups(&THROUGHPUT_WORKLOADS, &is_rate),
+            log: false,
+            fmt: fmt_num,
+        },
+        BarChart {
+            file: "p99-latency.svg",
+            title: "p99 latency (per request; pipelined: per batch of 16; median)".into(),
+            y_desc: "microseconds (log scale)",
+            groups: groups(&latency_wls, &|n: &str| n.starts_with("p99 latency")),
+            log: true,
+            fmt: fmt_num,
+        },
+        BarChart {
+            file: "fill-sizes.svg",
+            title: format!("Items retained at -m {sizes_mem} by value size (20-40 B keys)"),
+            y_desc: "items retained (log scale)",
+            groups: FILL_SIZES
+                .iter()
+                .filter_map(|&v| {
+                    let label = size_label(v);
+                    let want = format!("items retained, {label}");
+                    medians(results, "fill-sizes", |n| n == want).map(|m| (label, m))
+                })
+                .collect(),
+            log: true,
+            fmt: fmt_num,
+        },
+        BarChart {
+            file: "zipf-hit-ratio.svg",
+            title: "Hit ratio, zipf(0.99) cache-aside, 10x the keys that fit (measured phase)"
+                .into(),
+            y_desc: "hit ratio (%)",
+            groups: groups(&["zipf-cache-aside"], &|n: &str| {
+                n == "hit ratio, measured (%)"
+            }),
+            log: false,
+            fmt: |v| format!("{v:.2}%"),
+        },
+    ];
+    for c in &charts {
+        draw_bars(&dir, c)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Driver.
 
 fn run_once(
@@ -1256,7 +2313,10 @@ fn run_once(
     wl: &Workload,
     target: Target,
 ) -> Res<Vec<Metric>> {
-    let mut server = Server::start(target, opts, wl.mem_mb, wl.threads)?;
+    if let Kind::FillSizes { sizes } = &wl.kind {
+        return run_fill_sizes(rt, opts, wl, target, sizes);
+    }
+    let mut server = Server::start(target, opts, wl.mem_mb, wl.threads, wl.extra)?;
     let before = CpuSnapshot::take(&server)?;
     let mut result = rt.block_on(async {
         match &wl.kind {
@@ -1269,7 +2329,36 @@ fn run_once(
                 keys,
                 value_len,
                 mode,
-            } => run_throughput(&server, opts, *keys, *value_len, *mode).await,
+                rate,
+                duration,
+            } => {
+                let t = ThroughputRun {
+                    keys: *keys,
+                    value_len: *value_len,
+                    mode: *mode,
+                    rate: *rate,
+                    duration: *duration,
+                };
+                run_throughput(&server, opts, t).await
+            }
+            Kind::Zipf {
+                keys,
+                theta,
+                value_len,
+                warmup,
+                measured,
+            } => {
+                let z = ZipfRun {
+                    keys: *keys,
+                    theta: *theta,
+                    value_len: *value_len,
+                    warmup: *warmup,
+                    measured: *measured,
+                };
+                run_zipf(&server, opts, z).await
+            }
+            Kind::Idle { conns } => run_idle(&server, *conns).await,
+            Kind::FillSizes { .. } => unreachable!("handled above"),
         }
     });
     if let (Ok(metrics), Ok(after)) = (&mut result, CpuSnapshot::take(&server)) {
@@ -1519,6 +2608,7 @@ fn main() {
         .filter(|w| opts.only.is_empty() || opts.only.iter().any(|n| n == w.name))
         .collect();
     print_header(&opts, &args);
+    raise_fd_limit(16_384);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1573,6 +2663,13 @@ fn main() {
     let mut any_failed = false;
     for (wl, runs) in &results {
         any_failed |= print_table(wl, &opts, runs);
+    }
+    print_targets(&results);
+    if opts.force_charts || (opts.charts && opts.only.is_empty()) {
+        println!();
+        if let Err(e) = write_charts(&results) {
+            println!("charts not written: {e}");
+        }
     }
     println!();
     println!("total wall time: {:.0} s", started.elapsed().as_secs_f64());

@@ -23,8 +23,62 @@ use crate::storage::item::MAX_HEADER_LEN;
 const READ_CHUNK: usize = 16 * 1024;
 /// Replies are written out once this many bytes are waiting, even mid-batch.
 const OUT_FLUSH: usize = 256 * 1024;
-/// A read buffer grown past this for one large value shrinks back once it is empty.
-const KEEP_CAPACITY: usize = 64 * 1024;
+/// First allocation of the reply buffer of a batch.
+const OUT_INITIAL: usize = 4096;
+
+/// A stream whose readiness can be awaited without a buffer.
+pub(crate) trait Readiness {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+impl Readiness for tokio::net::TcpStream {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        tokio::net::TcpStream::readable(self)
+    }
+}
+
+impl Readiness for tokio::net::UnixStream {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        tokio::net::UnixStream::readable(self)
+    }
+}
+
+/// Read buffers of idle connections go back to a small per-thread pool, so that thousands of
+/// idle connections hold none and busy ones do not allocate per request.
+mod buffers {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    use super::READ_CHUNK;
+
+    /// Buffers kept per worker thread.
+    const POOL: usize = 64;
+    /// A buffer grown past this for one large value is freed rather than kept.
+    const KEEP_CAPACITY: usize = 64 * 1024;
+
+    thread_local! {
+        static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn take() -> BytesMut {
+        FREE.with(|f| f.borrow_mut().pop())
+            .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
+    }
+
+    pub(super) fn give(mut buf: BytesMut) {
+        buf.clear();
+        if buf.capacity() < READ_CHUNK || buf.capacity() > KEEP_CAPACITY {
+            return;
+        }
+        FREE.with(|f| {
+            let mut free = f.borrow_mut();
+            if free.len() < POOL {
+                free.push(buf);
+            }
+        });
+    }
+}
 
 pub(crate) struct Connection<S> {
     stream: S,
@@ -43,7 +97,7 @@ pub(crate) struct Connection<S> {
     reported: (usize, usize),
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Connection<S> {
     pub(crate) fn new(
         stream: S,
         fd: i32,
@@ -69,8 +123,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             shutdown,
             info,
             limits,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
-            out: Vec::with_capacity(READ_CHUNK),
+            rbuf: BytesMut::new(),
+            out: Vec::new(),
             swallow: 0,
             latency: LocalLatency::default(),
             measure,
@@ -126,8 +180,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Ok(());
             }
             self.info.state.store(state::WAITING, Ordering::Relaxed);
-            if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_CAPACITY {
-                self.rbuf = BytesMut::with_capacity(READ_CHUNK);
+            if self.rbuf.is_empty() {
+                // Idle between requests: hold no buffers while waiting (memcached keeps idle
+                // connections small the same way), then take them back when data comes.
+                buffers::give(std::mem::take(&mut self.rbuf));
+                // Replies held back while a refused value is skipped stay.
+                if self.out.is_empty() {
+                    self.out = Vec::new();
+                }
+                self.report_buffers();
+                tokio::select! {
+                    biased;
+                    r = self.stream.readable() => r?,
+                    _ = self.shutdown.wait() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(idle)), if idle > 0 => {
+                        self.ctx.counters.idle_kicks.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                }
+                self.rbuf = buffers::take();
             }
             self.rbuf.reserve(READ_CHUNK);
             let read = self.stream.read_buf(&mut self.rbuf);
@@ -170,6 +241,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Ok(true);
             }
             self.info.state.store(state::PARSE_CMD, Ordering::Relaxed);
+            if self.out.capacity() == 0 {
+                self.out.reserve(OUT_INITIAL);
+            }
             let mark = self.out.len();
             let started = self.measure.then(std::time::Instant::now);
             let (used, outcome) = match ascii::parse(&self.rbuf, &self.limits) {
@@ -258,7 +332,7 @@ async fn linger(fd: i32) {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Connection<S> {
     /// Publishes changes of this connection's buffer capacities (memory outside `-m`).
     fn report_buffers(&mut self) {
         let now = (self.rbuf.capacity(), self.out.capacity());

@@ -147,7 +147,7 @@ fn admit<S>(
     shutdown: &Shutdown,
     done: &mpsc::Sender<()>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + connection::Readiness + Unpin + Send + Sync + 'static,
 {
     let counters = &ctx.counters;
     let current = counters.curr_connections.fetch_add(1, Ordering::Relaxed);

@@ -70,8 +70,6 @@ pub struct Context {
     /// Open connections and listeners, for `stats conns`. Plain mutex: taken on connect,
     /// close and `stats conns` only.
     pub conns: Mutex<Vec<Arc<ConnInfo>>>,
-    /// Seconds the engine's clock had at the last `stats reset`.
-    reset_at: AtomicU64,
     /// Set from the shutdown signal on: `/readyz` fails, `accepting_conns` is 0.
     pub draining: AtomicBool,
     pub latency: latency::Latency,
@@ -91,7 +89,6 @@ impl Context {
             counters: Counters::default(),
             started: Instant::now(),
             conns: Mutex::new(Vec::new()),
-            reset_at: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             latency: latency::Latency::default(),
             detail_on: AtomicBool::new(config_detail),

@@ -115,8 +115,6 @@ impl Context {
                 ] {
                     c.store(0, Ordering::Relaxed);
                 }
-                self.reset_at
-                    .store(self.started.elapsed().as_secs(), Ordering::Relaxed);
                 line(out, "RESET");
                 return;
             }

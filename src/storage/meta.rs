@@ -110,7 +110,7 @@ pub struct DeltaOutcome {
 
 /// What `me` shows of an item.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Debug {
+pub struct DebugInfo {
     pub key: Vec<u8>,
     pub key_binary: bool,
     /// Seconds left, -1 for never.
@@ -399,14 +399,14 @@ impl Store {
     }
 
     /// What `me` shows; does not count as an access.
-    pub fn debug(&self, key: &[u8]) -> Option<Debug> {
+    pub fn debug(&self, key: &[u8]) -> Option<DebugInfo> {
         let hash = self.hash(key);
         let h = |k: &[u8]| self.hash(k);
         let ctx = self.ctx(&h);
         let mut shard = self.shard(hash).lock();
         let at = shard.lookup(&ctx, hash, key).ok()?;
         let it = shard.item(at);
-        Some(Debug {
+        Some(DebugInfo {
             key: it.key().to_vec(),
             key_binary: it.bits() & KEY_BINARY != 0,
             ttl: ttl_of(it.exptime(), ctx.now),

@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 pub use expiry::{Clock, ManualClock, SystemClock, Timebase};
 pub use item::ItemRef;
 use item::{KEY_BINARY, NewItem, STALE};
-pub use meta::{Debug, Delete, DeleteResult, Delta, DeltaOutcome, Read, ReadView};
+pub use meta::{DebugInfo, Delete, DeleteResult, Delta, DeltaOutcome, Read, ReadView};
 use shard::{Ctx, MAX_SEGMENTS, Shard, Validity};
 pub use slab::SizeClasses;
 use slab::{Pool, SEGMENT_SIZE};

@@ -487,13 +487,11 @@ impl Shard {
         false
     }
 
-    /// Compacts the oldest segment in place and makes it the write head; returns the bytes
-    /// freed. Without evictions only dead, expired and flushed items go.
-    fn recycle_oldest(&mut self, ctx: &Ctx<'_>) -> usize {
+    /// Compacts the oldest segment in place and makes it the write head.
+    fn recycle_oldest(&mut self, ctx: &Ctx<'_>) {
         let slot = self.fifo.pop_front().expect("caller checked");
-        let freed = self.compact(ctx, slot, ctx.evictions);
+        self.compact(ctx, slot, ctx.evictions);
         self.fifo.push_back(slot);
-        freed
     }
 
     /// Empties the oldest segment and returns it to the pool.
@@ -535,7 +533,7 @@ impl Shard {
     }
 
     /// Moves the items worth keeping to the front of the segment and unlinks the rest.
-    fn compact(&mut self, ctx: &Ctx<'_>, slot: u32, evict: bool) -> usize {
+    fn compact(&mut self, ctx: &Ctx<'_>, slot: u32, evict: bool) {
         let used = self.seg(slot).used;
         // A segment that is mostly garbage (overwritten, deleted) is only collected: every
         // live item stays. Items are evicted only from segments that are mostly live.
@@ -582,7 +580,6 @@ impl Shard {
         seg.used = dst;
         seg.live = dst;
         seg.generation = seg.generation.wrapping_add(1);
-        used - dst
     }
 
     /// Gives every segment back (for another shard that has none to recycle). Returns

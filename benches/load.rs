@@ -337,6 +337,12 @@ impl Server {
         process_cpu_seconds(&format!("/proc/{}/stat", self.pid))
     }
 
+    /// utime of the server process alone (user space: parsing, the engine, the event
+    /// loop), in seconds; the rest of its CPU is the kernel serving its system calls.
+    fn user_cpu_seconds(&self) -> Res<f64> {
+        Ok(process_cpu_split(&format!("/proc/{}/stat", self.pid))?.0)
+    }
+
     /// Resident set size in MiB, from VmRSS in /proc/<pid>/status.
     fn rss_mib(&self) -> Res<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
@@ -408,6 +414,12 @@ fn clock_ticks() -> f64 {
 
 /// utime + stime, in seconds, from a `/proc/<pid>/stat` file (all threads of the process).
 fn process_cpu_seconds(path: &str) -> Res<f64> {
+    let (user, system) = process_cpu_split(path)?;
+    Ok(user + system)
+}
+
+/// (utime, stime), in seconds, from a `/proc/<pid>/stat` file (all threads of the process).
+fn process_cpu_split(path: &str) -> Res<(f64, f64)> {
     let stat = std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))?;
     // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -418,7 +430,10 @@ fn process_cpu_seconds(path: &str) -> Res<f64> {
             .and_then(|f| f.parse().ok())
             .ok_or_else(|| format!("unparsable {path}: {stat}"))
     };
-    Ok((ticks(11)? + ticks(12)?) as f64 / clock_ticks())
+    Ok((
+        ticks(11)? as f64 / clock_ticks(),
+        ticks(12)? as f64 / clock_ticks(),
+    ))
 }
 
 /// CPU time all CPUs spent busy (not idle or iowait) since boot, in seconds, from /proc/stat.
@@ -1375,6 +1390,7 @@ async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) -> Res
         conns.push(Conn::connect(server.port).await?);
     }
     let cpu0 = server.cpu_seconds()?;
+    let user0 = server.user_cpu_seconds()?;
     let t0 = Instant::now();
     let params = Arc::new(ClientParams {
         keys,
@@ -1413,6 +1429,7 @@ async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) -> Res
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = server.cpu_seconds()? - cpu0;
+    let user = server.user_cpu_seconds()? - user0;
     if let Some(e) = first_error {
         return Err(e);
     }
@@ -1462,6 +1479,15 @@ async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) -> Res
             cpu_name,
             if total.requests > 0 {
                 cpu * 1e6 / total.requests as f64
+            } else {
+                f64::NAN
+            },
+            Better::Lower,
+        ),
+        metric(
+            "  of it in user space (us)",
+            if total.requests > 0 {
+                user * 1e6 / total.requests as f64
             } else {
                 f64::NAN
             },

@@ -30,8 +30,9 @@ fn main() -> ExitCode {
         }
     };
     tune_allocator();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.threads)
+    // The runtime runs the accept loops, signals and the metrics endpoint; clients are
+    // served by the `-t` worker threads the server starts (src/server/worker.rs).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

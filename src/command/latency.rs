@@ -1,8 +1,9 @@
 //! Request latency histograms, cheap enough for every request.
 //!
-//! A connection counts its requests in a plain local array ([`LocalLatency`]) and adds them to
-//! the shared atomic buckets ([`Latency`]) once per read batch, so the request path does no
-//! atomic operation and takes no lock; a batch touches only the few buckets it used. The
+//! A worker thread counts its requests in a plain local array ([`LocalLatency`]) and adds
+//! them to the shared atomic buckets ([`Latency`]) once per turn of its event loop, so the
+//! request path does no atomic operation and takes no lock; a flush touches only the few
+//! buckets used since the last. The
 //! Prometheus exporter's own histograms keep every sample until the next scrape, so their
 //! memory grows with the request rate; these are fixed-size (ARCHITECTURE.md, "Metrics").
 
@@ -85,7 +86,7 @@ fn slot(ns: u64) -> usize {
     BUCKETS_NS.partition_point(|&bound| bound < ns)
 }
 
-/// One connection's counts since its last flush.
+/// One worker thread's counts since its last flush.
 #[derive(Debug, Default)]
 pub struct LocalLatency {
     counts: [[u32; SLOTS]; CommandClass::ALL.len()],

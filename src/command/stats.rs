@@ -3,6 +3,7 @@
 //! is sent, with a constant where memcrab has no such mechanism (documented in
 //! docs/compatibility.md).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use super::{Context, PROTOCOL_VERSION, line, stat};
@@ -16,7 +17,7 @@ pub struct ConnInfo {
     /// `tcp:<ip>:<port>` or `unix:<path>`.
     pub addr: String,
     /// For client connections, the listener's address.
-    pub listen_addr: Option<String>,
+    pub listen_addr: Option<Arc<str>>,
     /// Unix time of the last command.
     pub last_cmd: AtomicU64,
     pub state: AtomicU8,
@@ -50,7 +51,7 @@ fn state_name(s: u8) -> &'static str {
 }
 
 impl ConnInfo {
-    pub fn new(fd: i32, addr: String, listen_addr: Option<String>, now: u64) -> Self {
+    pub fn new(fd: i32, addr: String, listen_addr: Option<Arc<str>>, now: u64) -> Self {
         Self {
             fd,
             addr,

@@ -1,45 +1,52 @@
-//! One task per client: read what has arrived, parse and run every complete request in it,
-//! and send all their replies with one write.
+//! One client connection as a small state machine driven by its worker's event loop: read
+//! what has arrived, parse and run every complete request in it, and send all their replies
+//! with one write.
 //!
 //! Memory per connection is bounded: the read buffer holds at most one request (a line of
-//! at most `MAX_GET_LINE`, or a storage line and its data of at most `-I`), and the output
-//! buffer is written out whenever it passes [`OUT_FLUSH`]; a client that does not read stalls
-//! its own connection, not the server.
+//! at most `MAX_GET_LINE`, or a storage line and its data of at most `-I`), and the reply
+//! buffer is written out whenever it passes [`OUT_FLUSH`]; a client that does not read
+//! stalls its own connection (no more of its requests run until its replies drain), not the
+//! server. An idle connection holds no buffer at all: this struct, its socket and its
+//! [`ConnInfo`] are all it costs (about 200 bytes).
 
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::{Buf, BufMut, BytesMut};
 
-use super::shutdown::Shutdown;
 use crate::command::latency::{CommandClass, LocalLatency};
 use crate::command::{ConnInfo, Context, Outcome, conn_state as state, line};
 use crate::protocol::{Limits, Parsed, ascii};
-use crate::storage::item::MAX_HEADER_LEN;
 
 /// Bytes asked of the socket per read (memcached reads 16 KB at a time too).
-const READ_CHUNK: usize = 16 * 1024;
-/// Replies are written out once this many bytes are waiting, even mid-batch.
+pub(super) const READ_CHUNK: usize = 16 * 1024;
+/// Replies are written out once this many bytes are waiting, even mid-batch, and no further
+/// request of the connection runs until they are below it again.
 const OUT_FLUSH: usize = 256 * 1024;
 /// First allocation of the reply buffer of a batch.
 const OUT_INITIAL: usize = 4096;
 
-/// A stream whose readiness can be awaited without a buffer.
-pub(crate) trait Readiness {
-    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+/// A client socket, TCP or UNIX, registered with its worker's poller.
+pub(super) enum Stream {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
 }
 
-impl Readiness for tokio::net::TcpStream {
-    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
-        tokio::net::TcpStream::readable(self)
+impl Stream {
+    pub(super) fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
     }
-}
 
-impl Readiness for tokio::net::UnixStream {
-    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
-        tokio::net::UnixStream::readable(self)
+    pub(super) fn fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
     }
 }
 
@@ -80,153 +87,239 @@ mod buffers {
     }
 }
 
-pub(crate) struct Connection<S> {
-    stream: S,
-    ctx: Arc<Context>,
-    shutdown: Shutdown,
-    info: Arc<ConnInfo>,
+/// What the connection waits for after [`Connection::drive`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Next {
+    /// The socket has no more data for now: wait for the next readable event.
+    Read,
+    /// Replies are waiting for room in the socket: wait for a writable event.
+    Write,
+    /// `-R` requests ran in a row: run the rest after the other connections had a turn.
+    Yield,
+    /// Close the connection (client quit, error, end of stream, `shutdown`).
+    Close,
+}
+
+/// What the worker lends a connection while driving it.
+pub(super) struct Env<'a> {
+    pub ctx: &'a Context,
+    pub latency: &'a mut LocalLatency,
+    /// Time requests for the latency histogram (only when metrics are served).
+    pub measure: bool,
+    /// Set when a client's `shutdown` asks the server to stop.
+    pub stop_requested: &'a mut bool,
+    /// While draining, run what is already buffered but read nothing new.
+    pub draining: bool,
+}
+
+pub(super) struct Connection {
+    pub(super) stream: Stream,
+    pub(super) info: Arc<ConnInfo>,
     limits: Limits,
     rbuf: BytesMut,
     out: Vec<u8>,
+    /// Bytes of `out` already written.
+    sent: usize,
     /// Bytes of a refused value still to skip.
     swallow: usize,
-    latency: LocalLatency,
-    /// Time requests for the latency histogram (only when metrics are served).
-    measure: bool,
+    /// The last read filled what it asked for, or an event said there is more: read again
+    /// before waiting (the poller is edge-triggered).
+    more_to_read: bool,
     /// Buffer capacities last reported to the server-wide gauges.
     reported: (usize, usize),
 }
 
-impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Connection<S> {
-    pub(crate) fn new(
-        stream: S,
-        fd: i32,
-        peer: String,
-        listen_addr: String,
-        ctx: Arc<Context>,
-        shutdown: Shutdown,
-    ) -> Self {
-        let info = Arc::new(ConnInfo::new(
-            fd,
-            peer,
-            Some(listen_addr),
-            ctx.store.time().unix_now(),
-        ));
-        let measure = ctx.config.metrics_port != 0;
-        let limits = Limits {
-            item_size_max: ctx.store.config().item_size_max,
-            item_overhead: MAX_HEADER_LEN,
-        };
+impl Connection {
+    pub(super) fn new(stream: Stream, info: Arc<ConnInfo>, limits: Limits) -> Self {
         Self {
             stream,
-            ctx,
-            shutdown,
             info,
             limits,
             rbuf: BytesMut::new(),
             out: Vec::new(),
+            sent: 0,
             swallow: 0,
-            latency: LocalLatency::default(),
-            measure,
+            more_to_read: true,
             reported: (0, 0),
         }
     }
 
-    fn verbosity(&self) -> u32 {
-        self.ctx.verbosity.load(Ordering::Relaxed)
+    /// The poller said the socket is readable (or closed, or in error: the read tells which).
+    pub(super) fn readable(&mut self) {
+        self.more_to_read = true;
     }
 
-    pub(crate) async fn serve(mut self) {
-        self.ctx.register(self.info.clone());
-        if self.verbosity() > 1 {
-            eprintln!("<{} new auto-negotiating client connection", self.info.fd);
-        }
-        if let Err(e) = self.serve_inner().await
-            && self.verbosity() > 0
-        {
-            eprintln!("<{} error: {e}", self.info.fd);
-        }
-        if self.shutdown.is_triggered() {
-            linger(self.info.fd).await;
-        }
-        if self.verbosity() > 1 {
-            eprintln!("<{} connection closed.", self.info.fd);
-        }
-        self.ctx.unregister(&self.info);
-        self.latency.flush_into(&self.ctx.latency);
-        self.rbuf = BytesMut::new();
-        self.out = Vec::new();
-        self.report_buffers();
-        self.ctx
-            .counters
-            .curr_connections
-            .fetch_sub(1, Ordering::Relaxed);
+    /// Replies accepted but not yet written to the socket.
+    pub(super) fn has_unsent(&self) -> bool {
+        self.sent < self.out.len()
     }
 
-    async fn serve_inner(&mut self) -> std::io::Result<()> {
-        let idle = self.ctx.config.idle_timeout;
-        loop {
-            let go_on = self.process().await?;
-            // Once per batch: `stats conns` shows seconds since the last command.
-            self.info
-                .last_cmd
-                .store(self.ctx.store.time().unix_now(), Ordering::Relaxed);
-            if !self.out.is_empty() && self.swallow == 0 {
-                self.flush().await?;
-            }
-            self.latency.flush_into(&self.ctx.latency);
-            self.report_buffers();
-            if !go_on || self.shutdown.is_triggered() {
-                return Ok(());
-            }
-            self.info.state.store(state::WAITING, Ordering::Relaxed);
-            if self.rbuf.is_empty() {
-                // Idle between requests: hold no buffers while waiting (memcached keeps idle
-                // connections small the same way), then take them back when data comes.
-                buffers::give(std::mem::take(&mut self.rbuf));
-                // Replies held back while a refused value is skipped stay.
-                if self.out.is_empty() {
-                    self.out = Vec::new();
+    /// Runs the connection as far as it can go without blocking.
+    pub(super) fn drive(&mut self, env: &mut Env<'_>) -> Next {
+        match self.drive_inner(env) {
+            Ok(next) => next,
+            Err(e) => {
+                if env.ctx.verbosity.load(Ordering::Relaxed) > 0 {
+                    eprintln!("<{} error: {e}", self.info.fd);
                 }
-                self.report_buffers();
-                tokio::select! {
-                    biased;
-                    r = self.stream.readable() => r?,
-                    _ = self.shutdown.wait() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_secs(idle)), if idle > 0 => {
-                        self.ctx.counters.idle_kicks.fetch_add(1, Ordering::Relaxed);
-                        return Ok(());
-                    }
-                }
-                self.rbuf = buffers::take();
+                Next::Close
             }
-            self.rbuf.reserve(READ_CHUNK);
-            let read = self.stream.read_buf(&mut self.rbuf);
-            let n = tokio::select! {
-                // Data first: polling in a fixed order also skips select!'s random draw.
-                biased;
-                r = read => r?,
-                _ = self.shutdown.wait() => return Ok(()),
-                _ = tokio::time::sleep(Duration::from_secs(idle)), if idle > 0 => {
-                    self.ctx.counters.idle_kicks.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
-            };
-            if n == 0 {
-                return Ok(());
-            }
-            self.ctx
-                .counters
-                .bytes_read
-                .fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
-    /// Runs every complete request in the read buffer. `Ok(false)` means close.
-    async fn process(&mut self) -> std::io::Result<bool> {
-        let ctx = self.ctx.clone();
-        let per_event = ctx.config.reqs_per_event;
+    fn drive_inner(&mut self, env: &mut Env<'_>) -> io::Result<Next> {
         let mut handled = 0;
+        loop {
+            // Replies still waiting for the socket go first: nothing more runs until they
+            // are out, so a client that does not read cannot grow our buffers. (Replies
+            // held back while a refused value is skipped wait for its end.)
+            let due = self.swallow == 0 || self.out.len() >= OUT_FLUSH;
+            if self.has_unsent() && due && !self.write_out(env.ctx)? {
+                return Ok(Next::Write);
+            }
+            match self.process(env, &mut handled) {
+                Step::NeedInput => {}
+                Step::OutFull => continue,
+                Step::Yield => {
+                    if self.swallow == 0 && !self.write_out(env.ctx)? {
+                        return Ok(Next::Write);
+                    }
+                    return Ok(Next::Yield);
+                }
+                Step::Close => {
+                    // Best effort: the last replies (an error, say) before closing.
+                    let _ = self.write_out(env.ctx);
+                    return Ok(Next::Close);
+                }
+            }
+            // End of a batch: one write for all its replies (held back while a refused
+            // value is being skipped, as memcached does).
+            if self.swallow == 0 && !self.write_out(env.ctx)? {
+                return Ok(Next::Write);
+            }
+            if handled > 0 {
+                self.end_batch(env);
+            }
+            if env.draining || !self.more_to_read {
+                self.release_buffers();
+                return Ok(Next::Read);
+            }
+            self.info.state.store(state::READ, Ordering::Relaxed);
+            match self.read()? {
+                Some(0) => return Ok(Next::Close),
+                Some(n) => {
+                    env.ctx
+                        .counters
+                        .bytes_read
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+                None => {
+                    self.release_buffers();
+                    return Ok(Next::Read);
+                }
+            }
+        }
+    }
+
+    fn end_batch(&self, env: &Env<'_>) {
+        // Once per batch: `stats conns` shows seconds since the last command.
+        self.info
+            .last_cmd
+            .store(env.ctx.store.time().unix_now(), Ordering::Relaxed);
+        self.info.state.store(state::WAITING, Ordering::Relaxed);
+    }
+
+    /// Reads once into the read buffer. `None`: nothing there (wait for the poller).
+    fn read(&mut self) -> io::Result<Option<usize>> {
+        if self.rbuf.capacity() == 0 {
+            self.rbuf = buffers::take();
+        }
+        self.rbuf.reserve(READ_CHUNK);
+        let spare = self.rbuf.spare_capacity_mut();
+        let want = spare.len();
+        loop {
+            // SAFETY: `spare` is writable memory of `want` bytes owned by `rbuf`; read(2)
+            // initialises the first `n` of them, which `advance_mut` then marks as filled.
+            let n = unsafe { libc::read(self.stream.fd(), spare.as_mut_ptr().cast(), want) };
+            if n >= 0 {
+                let n = n as usize;
+                // SAFETY: see above; n <= want.
+                unsafe { self.rbuf.advance_mut(n) };
+                // A short read emptied the socket: the next arrival raises a new event.
+                self.more_to_read = n == want;
+                return Ok(Some(n));
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {
+                    self.more_to_read = false;
+                    return Ok(None);
+                }
+                _ => return Err(err),
+            }
+        }
+    }
+
+    /// Writes what is waiting in `out`. `Ok(false)`: the socket is full, the rest waits for
+    /// a writable event.
+    fn write_out(&mut self, ctx: &Context) -> io::Result<bool> {
+        if !self.has_unsent() {
+            return Ok(true);
+        }
+        self.info.state.store(state::WRITE, Ordering::Relaxed);
+        while self.sent < self.out.len() {
+            let rest = &self.out[self.sent..];
+            // SAFETY: `rest` is initialised memory of `rest.len()` bytes. MSG_NOSIGNAL: a
+            // peer that went away is an EPIPE error, not a signal.
+            let n = unsafe {
+                libc::send(
+                    self.stream.fd(),
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                ctx.counters
+                    .bytes_written
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                self.sent += n as usize;
+                continue;
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(false),
+                _ => return Err(err),
+            }
+        }
+        self.out.clear();
+        self.sent = 0;
+        if self.out.capacity() > OUT_FLUSH * 2 {
+            self.out.shrink_to(READ_CHUNK);
+        }
+        Ok(true)
+    }
+
+    /// Idle between requests: hold no buffers while waiting (memcached keeps idle
+    /// connections small the same way); they come back from the pool when data comes.
+    fn release_buffers(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            buffers::give(std::mem::take(&mut self.rbuf));
+        }
+        // Replies held back while a refused value is skipped stay.
+        if self.out.is_empty() && self.out.capacity() > 0 {
+            self.out = Vec::new();
+        }
+    }
+
+    /// Runs complete requests from the read buffer until it needs more input, the replies
+    /// pass [`OUT_FLUSH`], `-R` requests ran, or the connection is to close.
+    fn process(&mut self, env: &mut Env<'_>, handled: &mut usize) -> Step {
+        let ctx = env.ctx;
+        let per_event = ctx.config.reqs_per_event.max(1);
+        let verbose = ctx.verbosity.load(Ordering::Relaxed) > 1;
         loop {
             if self.swallow > 0 {
                 let n = self.swallow.min(self.rbuf.len());
@@ -234,29 +327,37 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Connection<S> {
                 self.swallow -= n;
                 if self.swallow > 0 {
                     self.info.state.store(state::SWALLOW, Ordering::Relaxed);
-                    return Ok(true);
+                    return Step::NeedInput;
                 }
             }
             if self.rbuf.is_empty() {
-                return Ok(true);
+                return Step::NeedInput;
+            }
+            if self.out.len() >= OUT_FLUSH {
+                return Step::OutFull;
+            }
+            if *handled >= per_event {
+                *handled = 0;
+                ctx.counters.conn_yields.fetch_add(1, Ordering::Relaxed);
+                return Step::Yield;
             }
             self.info.state.store(state::PARSE_CMD, Ordering::Relaxed);
             if self.out.capacity() == 0 {
                 self.out.reserve(OUT_INITIAL);
             }
             let mark = self.out.len();
-            let started = self.measure.then(std::time::Instant::now);
+            let started = env.measure.then(std::time::Instant::now);
             let (used, outcome) = match ascii::parse(&self.rbuf, &self.limits) {
                 Parsed::Incomplete => {
                     self.info.state.store(state::NREAD, Ordering::Relaxed);
-                    return Ok(true);
+                    return Step::NeedInput;
                 }
-                Parsed::Close => return Ok(false),
+                Parsed::Close => return Step::Close,
                 Parsed::Request(req, used) => {
                     self.swallow = req.swallow();
                     let outcome = ctx.execute(&req, &self.info, &mut self.out);
                     if let Some(started) = started {
-                        self.latency
+                        env.latency
                             .record(CommandClass::of(&req), started.elapsed());
                     }
                     (used, outcome)
@@ -274,25 +375,18 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Connection<S> {
                     (consumed, Outcome::Continue)
                 }
             };
-            if self.verbosity() > 1 {
+            if verbose {
                 self.log_exchange(used, mark);
             }
             self.rbuf.advance(used);
+            *handled += 1;
             match outcome {
                 Outcome::Continue => {}
-                Outcome::Close => return Ok(false),
+                Outcome::Close => return Step::Close,
                 Outcome::Shutdown => {
-                    self.shutdown.trigger();
-                    return Ok(false);
+                    *env.stop_requested = true;
+                    return Step::Close;
                 }
-            }
-            if self.out.len() >= OUT_FLUSH {
-                self.flush().await?;
-            }
-            handled += 1;
-            if handled % per_event == 0 {
-                ctx.counters.conn_yields.fetch_add(1, Ordering::Relaxed);
-                tokio::task::yield_now().await;
             }
         }
     }
@@ -313,31 +407,12 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Connection<S> {
             eprintln!(">{} {}", self.info.fd, String::from_utf8_lossy(first));
         }
     }
-}
 
-/// During a drain: wait (bounded by the server's drain timeout) until the kernel has
-/// delivered every byte written on `fd`, so that exiting does not cut off a reply that a slow
-/// client is still reading (a container's network goes away with the process).
-async fn linger(fd: i32) {
-    let deadline = tokio::time::Instant::now() + super::DRAIN_TIMEOUT;
-    while tokio::time::Instant::now() < deadline {
-        let mut unsent: libc::c_int = 0;
-        // SAFETY: TIOCOUTQ (SIOCOUTQ for sockets) writes one int: the bytes not yet
-        // acknowledged by the peer. The caller keeps the descriptor open meanwhile.
-        let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut unsent) };
-        if rc != 0 || unsent == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Connection<S> {
     /// Publishes changes of this connection's buffer capacities (memory outside `-m`).
-    fn report_buffers(&mut self) {
+    pub(super) fn report_buffers(&mut self, ctx: &Context) {
         let now = (self.rbuf.capacity(), self.out.capacity());
         if now != self.reported {
-            let counters = &self.ctx.counters;
+            let counters = &ctx.counters;
             let delta = |new: usize, old: usize| new as i64 - old as i64;
             counters
                 .read_buffer_bytes
@@ -349,17 +424,27 @@ impl<S: AsyncRead + AsyncWrite + Readiness + Unpin> Connection<S> {
         }
     }
 
-    async fn flush(&mut self) -> std::io::Result<()> {
-        self.info.state.store(state::WRITE, Ordering::Relaxed);
-        self.stream.write_all(&self.out).await?;
-        self.ctx
-            .counters
-            .bytes_written
-            .fetch_add(self.out.len() as u64, Ordering::Relaxed);
-        self.out.clear();
-        if self.out.capacity() > OUT_FLUSH * 2 {
-            self.out.shrink_to(READ_CHUNK);
-        }
-        Ok(())
+    /// Frees the buffers and withdraws them from the gauges; the socket closes on drop.
+    pub(super) fn close(mut self, ctx: &Context) {
+        self.rbuf = BytesMut::new();
+        self.out = Vec::new();
+        self.report_buffers(ctx);
     }
+
+    /// Bytes the kernel has not yet delivered to the peer (TIOCOUTQ).
+    pub(super) fn unacknowledged(&self) -> usize {
+        let mut unsent: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ for sockets) writes one int: the bytes not yet
+        // acknowledged by the peer. The descriptor is open while `self` lives.
+        let rc = unsafe { libc::ioctl(self.stream.fd(), libc::TIOCOUTQ, &mut unsent) };
+        if rc != 0 { 0 } else { unsent.max(0) as usize }
+    }
+}
+
+/// Where [`Connection::process`] stopped.
+enum Step {
+    NeedInput,
+    OutFull,
+    Yield,
+    Close,
 }

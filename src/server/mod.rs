@@ -1,24 +1,25 @@
-//! Everything tokio: listeners, one task per connection, the connection limit, shutdown.
+//! Listeners, worker threads, the connection limit, shutdown.
 //!
 //! `main` binds the listeners first and hands them to [`run`] with a shutdown future (as
 //! mini-redis does), so tests can bind port 0 and know the address before the server runs.
+//! The accept loops and the metrics endpoint run on a small tokio runtime; client
+//! connections are served by `-t` worker threads, each with its own poller ([`worker`]).
 
 mod connection;
 pub mod http;
 pub mod shutdown;
+mod worker;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::mpsc;
 
 use crate::command::{ConnInfo, Context};
-use connection::Connection;
+use connection::Stream;
 use shutdown::Shutdown;
 
 /// How long shutdown waits for connections to deliver replies already being written.
@@ -65,8 +66,27 @@ impl Listener {
 /// lets connections finish the replies they are writing, and returns.
 pub async fn run(listeners: Vec<Listener>, ctx: Arc<Context>, signal: impl Future<Output = ()>) {
     let shutdown = Shutdown::new();
-    // Each connection task holds a sender; when all are dropped, `done` resolves.
-    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let request_stop: Arc<dyn Fn() + Send + Sync> = {
+        let shutdown = shutdown.clone();
+        Arc::new(move || shutdown.trigger())
+    };
+    let mut workers = Vec::new();
+    let mut threads = Vec::new();
+    for index in 0..ctx.config.threads.max(1) {
+        match worker::spawn(index, ctx.clone(), stop.clone(), request_stop.clone()) {
+            Ok((handle, thread)) => {
+                workers.push(handle);
+                threads.push(thread);
+            }
+            Err(e) => eprintln!("failed to start worker thread {index}: {e}"),
+        }
+    }
+    if workers.is_empty() {
+        return;
+    }
+    let workers: Arc<[worker::Handle]> = workers.into();
+    let next = Arc::new(AtomicUsize::new(0));
     let mut accept_tasks = Vec::new();
     for listener in listeners {
         let info = Arc::new(ConnInfo::new(
@@ -78,57 +98,72 @@ pub async fn run(listeners: Vec<Listener>, ctx: Arc<Context>, signal: impl Futur
         info.state
             .store(crate::command::conn_state::LISTENING, Ordering::Relaxed);
         ctx.register(info.clone());
-        accept_tasks.push(tokio::spawn(accept_loop(
-            listener,
-            info,
-            ctx.clone(),
-            shutdown.clone(),
-            done_tx.clone(),
-        )));
+        let dispatch = Dispatch {
+            ctx: ctx.clone(),
+            listen_addr: info.addr.clone().into(),
+            workers: workers.clone(),
+            next: next.clone(),
+        };
+        accept_tasks.push(tokio::spawn(accept_loop(listener, dispatch)));
     }
-    drop(done_tx);
     tokio::select! {
         _ = signal => {}
         _ = shutdown.wait() => {}
     }
     ctx.draining.store(true, Ordering::Relaxed);
-    shutdown.trigger();
-    for task in accept_tasks {
+    // Stop accepting: the listeners close with their tasks.
+    for task in &accept_tasks {
         task.abort();
     }
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, done_rx.recv()).await;
+    for task in accept_tasks {
+        let _ = task.await;
+    }
+    stop.store(true, Ordering::Release);
+    for worker in workers.iter() {
+        worker.wake();
+    }
+    // Each worker bounds its own drain by DRAIN_TIMEOUT.
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
 }
 
-async fn accept_loop(
-    listener: Listener,
-    info: Arc<ConnInfo>,
+/// What an accept loop needs to hand connections to the workers.
+struct Dispatch {
     ctx: Arc<Context>,
-    shutdown: Shutdown,
-    done: mpsc::Sender<()>,
-) {
-    use std::os::fd::AsRawFd;
-    let listen_addr = info.addr.clone();
+    listen_addr: Arc<str>,
+    workers: Arc<[worker::Handle]>,
+    /// Round robin over the workers, shared by all listeners.
+    next: Arc<AtomicUsize>,
+}
+
+async fn accept_loop(listener: Listener, dispatch: Dispatch) {
+    let ctx = &dispatch.ctx;
     let mut backoff = Duration::from_millis(1);
     loop {
-        let result = match &listener {
-            Listener::Tcp(l) => l.accept().await.map(|(s, peer)| {
+        let accepted = match &listener {
+            Listener::Tcp(l) => l.accept().await.and_then(|(s, peer)| {
                 let _ = s.set_nodelay(true);
-                let fd = s.as_raw_fd();
-                let peer = format!("tcp:{peer}");
-                admit(s, fd, peer, &listen_addr, &ctx, &shutdown, &done);
+                let stream = mio::net::TcpStream::from_std(s.into_std()?);
+                Ok((Stream::Tcp(stream), format!("tcp:{peer}")))
             }),
-            Listener::Unix(l, path) => l.accept().await.map(|(s, _)| {
-                let fd = s.as_raw_fd();
-                let peer = format!("unix:{}", path.display());
-                admit(s, fd, peer, &listen_addr, &ctx, &shutdown, &done);
+            Listener::Unix(l, path) => l.accept().await.and_then(|(s, _)| {
+                let stream = mio::net::UnixStream::from_std(s.into_std()?);
+                Ok((Stream::Unix(stream), format!("unix:{}", path.display())))
             }),
         };
-        match result {
-            Ok(()) => backoff = Duration::from_millis(1),
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(1);
+                dispatch.admit(stream, peer);
+            }
             Err(e) => {
                 // Out of descriptors, say: back off instead of spinning.
                 if ctx.verbosity.load(Ordering::Relaxed) > 0 {
-                    eprintln!("accept failed on {listen_addr}: {e}");
+                    eprintln!("accept failed on {}: {e}", dispatch.listen_addr);
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
@@ -137,52 +172,55 @@ async fn accept_loop(
     }
 }
 
-/// Starts a connection task, or turns the client away when `-c` connections are open.
-fn admit<S>(
-    stream: S,
-    fd: i32,
-    peer: String,
-    listen_addr: &str,
-    ctx: &Arc<Context>,
-    shutdown: &Shutdown,
-    done: &mpsc::Sender<()>,
-) where
-    S: AsyncRead + AsyncWrite + connection::Readiness + Unpin + Send + Sync + 'static,
-{
-    let counters = &ctx.counters;
-    let current = counters.curr_connections.fetch_add(1, Ordering::Relaxed);
-    if current >= ctx.config.max_conns as u64 {
-        counters.curr_connections.fetch_sub(1, Ordering::Relaxed);
-        counters
-            .rejected_connections
-            .fetch_add(1, Ordering::Relaxed);
-        if ctx.verbosity.load(Ordering::Relaxed) > 0 {
-            eprintln!(
-                "Too many open connections (-c {}): refused {peer}",
-                ctx.config.max_conns
-            );
+impl Dispatch {
+    /// Hands a connection to the next worker, or turns the client away when `-c`
+    /// connections are open.
+    fn admit(&self, stream: Stream, peer: String) {
+        let ctx = &self.ctx;
+        let counters = &ctx.counters;
+        let current = counters.curr_connections.fetch_add(1, Ordering::Relaxed);
+        if current >= ctx.config.max_conns as u64 {
+            counters.curr_connections.fetch_sub(1, Ordering::Relaxed);
+            counters
+                .rejected_connections
+                .fetch_add(1, Ordering::Relaxed);
+            if ctx.verbosity.load(Ordering::Relaxed) > 0 {
+                eprintln!(
+                    "Too many open connections (-c {}): refused {peer}",
+                    ctx.config.max_conns
+                );
+            }
+            reject(stream);
+            return;
         }
-        tokio::spawn(reject(stream));
-        return;
+        counters.total_connections.fetch_add(1, Ordering::Relaxed);
+        let info = Arc::new(ConnInfo::new(
+            stream.fd(),
+            peer,
+            Some(self.listen_addr.clone()),
+            ctx.store.time().unix_now(),
+        ));
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        if self.workers[index]
+            .send(worker::Accepted { stream, info })
+            .is_err()
+        {
+            // The worker has stopped (shutdown): the connection closes unserved.
+            counters.curr_connections.fetch_sub(1, Ordering::Relaxed);
+        }
     }
-    counters.total_connections.fetch_add(1, Ordering::Relaxed);
-    let conn = Connection::new(
-        stream,
-        fd,
-        peer,
-        listen_addr.to_string(),
-        ctx.clone(),
-        shutdown.clone(),
-    );
-    let done = done.clone();
-    tokio::spawn(async move {
-        conn.serve().await;
-        drop(done);
-    });
 }
 
-/// Tells a client over the `-c` limit, then closes (memcached's `maxconns_fast`).
-async fn reject<S: AsyncWrite + Unpin>(mut stream: S) {
-    let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
-    let _ = stream.shutdown().await;
+/// Tells a client over the `-c` limit, then closes (memcached's `maxconns_fast`): one
+/// non-blocking write into an empty socket buffer, which always has room for the line.
+fn reject(stream: Stream) {
+    // SAFETY: a valid buffer of its length on an open descriptor; the result is ignored.
+    unsafe {
+        libc::send(
+            stream.fd(),
+            TOO_MANY_CONNECTIONS.as_ptr().cast(),
+            TOO_MANY_CONNECTIONS.len(),
+            libc::MSG_NOSIGNAL,
+        );
+    }
 }

@@ -153,20 +153,22 @@ def test_gets_many(client):
 
 
 def test_touch_and_ttl_expiry(client):
-    # One real wait covers three TTL cases (memcached's clock ticks per second).
-    client.set("short", b"s", expire=1, noreply=False)
-    client.set("extended", b"e", expire=1, noreply=False)
+    # One real wait covers three TTL cases. The server's clock ticks once a second, so a
+    # TTL of 1 s can end at the very next tick, a moment after the set; 2 s leaves at least
+    # a whole second to see the item before it goes.
+    client.set("short", b"s", expire=2, noreply=False)
+    client.set("extended", b"e", expire=2, noreply=False)
     client.set("shortened", b"x", expire=100, noreply=False)
     client.set("forever", b"f", noreply=False)
     assert client.touch("extended", expire=100, noreply=False) is True
-    assert client.touch("shortened", expire=1, noreply=False) is True
-    assert client.touch("missing", expire=1, noreply=False) is False
+    assert client.touch("shortened", expire=2, noreply=False) is True
+    assert client.touch("missing", expire=2, noreply=False) is False
     assert client.get("short") == b"s"
 
     def both_expired():
         return client.get_many(["short", "shortened"]) == {}
 
-    assert wait_until(both_expired, timeout=4.0), "TTL of 1 s not honoured"
+    assert wait_until(both_expired, timeout=5.0), "TTL of 2 s not honoured"
     assert client.get("extended") == b"e"
     assert client.get("forever") == b"f"
 

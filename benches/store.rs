@@ -1,4 +1,5 @@
-//! Engine operations, single-threaded and from several threads: `cargo bench --bench store`.
+//! Engine operations, single-threaded and from several threads, with uniform and zipf keys:
+//! `cargo bench --bench store`.
 
 use std::sync::Arc;
 
@@ -56,34 +57,73 @@ fn single_thread(c: &mut Criterion) {
     group.finish();
 }
 
+/// Key indices drawn by zipf(`s`) over `n` keys (exact CDF, binary search), from a fixed
+/// xorshift seed: rank 0 is the hottest key.
+fn zipf_sequence(n: usize, s: f64, len: usize, seed: u64) -> Vec<usize> {
+    let mut cdf = Vec::with_capacity(n);
+    let mut total = 0.0;
+    for rank in 1..=n {
+        total += 1.0 / (rank as f64).powf(s);
+        cdf.push(total);
+    }
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = (x >> 11) as f64 / (1u64 << 53) as f64 * total;
+            cdf.partition_point(|&c| c < u).min(n - 1)
+        })
+        .collect()
+}
+
+/// 90% get / 10% set from 1, 2 and 4 threads, with uniform keys and with zipf(0.99) keys
+/// (the hot keys' shards are the ones the threads meet on).
 fn threads(c: &mut Criterion) {
     let store = filled(64);
+    let keys: Vec<Vec<u8>> = (0..KEYS).map(|i| format!("key:{i}").into_bytes()).collect();
+    const SEQ: usize = 1 << 16;
+    let patterns: [(&str, Vec<Vec<usize>>); 2] = [
+        (
+            "uniform",
+            (0..4)
+                .map(|t| (0..SEQ).map(|n| (t * 31 + n * 7919) % KEYS).collect())
+                .collect(),
+        ),
+        (
+            "zipf",
+            (0..4)
+                .map(|t| zipf_sequence(KEYS, 0.99, SEQ, 0x9e37_79b9 + t as u64))
+                .collect(),
+        ),
+    ];
     let mut group = c.benchmark_group("store_threads");
-    for threads in [1usize, 2, 4] {
-        group.bench_function(format!("get_90_set_10_x{threads}"), |b| {
-            b.iter_custom(|iters| {
-                let start = std::time::Instant::now();
-                std::thread::scope(|s| {
-                    for t in 0..threads {
-                        let store = &store;
-                        s.spawn(move || {
-                            let value = [b'x'; 100];
-                            let mut k = t * 31;
-                            for n in 0..iters {
-                                k = (k + 7919) % KEYS;
-                                let key = format!("key:{k}");
-                                if n % 10 == 0 {
-                                    let _ = store.store(Mode::Set, key.as_bytes(), &value, 0, 0);
-                                } else {
-                                    black_box(store.get(key.as_bytes(), None, |it| it.value.len()));
+    for (name, sequences) in &patterns {
+        for threads in [1usize, 2, 4] {
+            group.bench_function(format!("get_90_set_10_{name}_x{threads}"), |b| {
+                b.iter_custom(|iters| {
+                    let start = std::time::Instant::now();
+                    std::thread::scope(|s| {
+                        for sequence in sequences.iter().take(threads) {
+                            let (store, keys) = (&store, &keys);
+                            s.spawn(move || {
+                                let value = [b'x'; 100];
+                                for n in 0..iters as usize {
+                                    let key = &keys[sequence[n % SEQ]];
+                                    if n % 10 == 0 {
+                                        let _ = store.store(Mode::Set, key, &value, 0, 0);
+                                    } else {
+                                        black_box(store.get(key, None, |it| it.value.len()));
+                                    }
                                 }
-                            }
-                        });
-                    }
-                });
-                start.elapsed() / threads as u32
-            })
-        });
+                            });
+                        }
+                    });
+                    start.elapsed() / threads as u32
+                })
+            });
+        }
     }
     group.finish();
 }

@@ -30,6 +30,8 @@ const OFFSET_MASK: u32 = (1 << SEGMENT_SHIFT) - 1;
 /// At most this much of a segment survives its eviction pass, so every pass frees at least
 /// a quarter of a segment.
 const KEEP_MAX: usize = SEGMENT_SIZE / 4 * 3;
+/// The probation queue's share of a full shard's segments, in tenths (S3-FIFO's 10%).
+const SMALL_SHARE: usize = 1;
 /// Large items are charged what the allocator really uses: whole pages for blocks it maps
 /// on their own (at or above the mmap threshold `main` pins), 16-byte steps plus its 8-byte
 /// header below.
@@ -87,6 +89,18 @@ pub(crate) enum Validity {
     Flushed,
 }
 
+/// What a compaction pass keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Every live item (`-M`): only dead and expired bytes go.
+    Collect,
+    /// The items read since they were written (or last passed); the rest are evicted.
+    Probation,
+    /// A CLOCK pass over a main segment: as `Probation` when the segment is mostly live,
+    /// as `Collect` when it is mostly garbage.
+    Clock,
+}
+
 /// Why an item leaves the index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unlink {
@@ -125,8 +139,14 @@ pub(crate) struct Shard {
     index: HashTable<Loc>,
     segs: Vec<Option<Segment>>,
     free_slots: Vec<u32>,
-    /// Segment slots, oldest first; the back one is the write head.
+    /// The main queue: segment slots, oldest first. With evictions, segments enter it only
+    /// when their items have proven themselves (read while on probation); with `-M` every
+    /// item is written here and the back one is the write head.
     fifo: VecDeque<u32>,
+    /// The probation queue (S3-FIFO's small queue), oldest first: new items are written to
+    /// the back one. Kept to about [`SMALL_SHARE`] of the shard's segments once memory is
+    /// full, so an item read nowhere in that short window leaves early.
+    small: VecDeque<u32>,
     large: Vec<Option<Box<[u8]>>>,
     large_free: Vec<u32>,
     large_hand: usize,
@@ -159,6 +179,7 @@ impl Shard {
             segs: Vec::new(),
             free_slots: Vec::new(),
             fifo: VecDeque::new(),
+            small: VecDeque::new(),
             large: Vec::new(),
             large_free: Vec::new(),
             large_hand: 0,
@@ -332,20 +353,24 @@ impl Shard {
         self.link(ctx, hash, at);
         // A grown index may have pushed the charges past the limit: give back old segments
         // (never the head, which holds the new item).
-        while ctx.evictions && ctx.pool.over_limit() && self.fifo.len() > 1 {
+        while ctx.evictions && ctx.pool.over_limit() && self.fifo.len() + self.small.len() > 1 {
             self.release_oldest(ctx);
         }
         Ok(at)
     }
 
     fn alloc_small(&mut self, ctx: &Ctx<'_>, len: usize) -> Result<Loc, ()> {
+        // New items start on probation; with `-M` nothing is evicted, so there is no
+        // probation and every item goes to the main queue.
+        let probation = ctx.evictions;
         // Each round either places the item, adds a segment, or frees space; the bound only
         // guards against a bug turning into a spin.
-        for _ in 0..self.fifo.len() + 3 {
-            if let Some(&head) = self.fifo.back() {
+        for _ in 0..self.fifo.len() + self.small.len() + 3 {
+            let queue = if probation { &self.small } else { &self.fifo };
+            if let Some(&head) = queue.back() {
                 let seg = self.segs[head as usize]
                     .as_mut()
-                    .expect("fifo holds live slots");
+                    .expect("queues hold live slots");
                 if seg.used + len <= SEGMENT_SIZE {
                     let off = seg.used;
                     seg.used += len;
@@ -353,17 +378,23 @@ impl Shard {
                     return Ok(loc(head as usize, off));
                 }
             }
-            if ctx.pool.over_limit() && ctx.evictions && !self.fifo.is_empty() {
+            let segments = self.fifo.len() + self.small.len();
+            if ctx.pool.over_limit() && ctx.evictions && segments > 0 {
                 self.release_oldest(ctx);
                 continue;
             }
-            if self.segs.len() - self.free_slots.len() < MAX_SEGMENTS
+            if segments < MAX_SEGMENTS
                 && let Some(buf) = ctx.pool.take_segment()
             {
-                self.add_segment(buf);
+                let slot = self.add_segment(buf);
+                if probation {
+                    self.small.push_back(slot);
+                } else {
+                    self.fifo.push_back(slot);
+                }
                 continue;
             }
-            if self.fifo.is_empty() {
+            if segments == 0 {
                 // No segment of our own to recycle: give back large items, else ask the store.
                 if ctx.evictions && self.evict_large(ctx) {
                     continue;
@@ -378,9 +409,100 @@ impl Shard {
                 }
                 continue;
             }
-            self.recycle_oldest(ctx);
+            self.make_room_on_probation(ctx);
         }
         Err(())
+    }
+
+    /// Memory is full and the probation queue's head has no room: S3-FIFO's eviction over
+    /// segments. While the probation queue holds more than its share (or the main queue is
+    /// empty), its oldest segment is compacted: the items read while on probation stay and
+    /// the segment joins the main queue with them, the others leave (a segment that is
+    /// mostly garbage is only collected and stays on probation, all its live items kept). Otherwise the main
+    /// queue's oldest segment is compacted as a CLOCK pass (read items stay, one read less
+    /// to their credit) and its survivors move to the main queue's head, until a segment
+    /// is empty and becomes the probation queue's head (Segcache's merge eviction).
+    fn make_room_on_probation(&mut self, ctx: &Ctx<'_>) {
+        let total = self.fifo.len() + self.small.len();
+        let over_share = self.small.len() * 10 > (total * SMALL_SHARE).max(10);
+        if over_share || self.fifo.is_empty() {
+            let Some(slot) = self.small.pop_front() else {
+                return;
+            };
+            if self.seg(slot).live > KEEP_MAX {
+                self.compact(ctx, slot, Pass::Probation);
+                if !self.promote(ctx, slot) {
+                    // The main queue's head had no room: the segment becomes it.
+                    self.fifo.push_back(slot);
+                    return;
+                }
+            } else {
+                // Mostly garbage (overwritten, deleted): collected, every live item stays
+                // on probation, and at least a quarter of the segment is free again.
+                self.compact(ctx, slot, Pass::Collect);
+            }
+            self.small.push_back(slot);
+        } else {
+            let slot = self.fifo.pop_front().expect("checked non-empty");
+            self.compact(ctx, slot, Pass::Clock);
+            if self.fifo.is_empty() || self.promote(ctx, slot) {
+                // Emptied (its survivors moved to the main queue's head), or the main
+                // queue's only segment: it becomes the probation queue's head.
+                self.small.push_back(slot);
+            } else {
+                // The survivors that did not fit stay, and the segment is the new head.
+                self.fifo.push_back(slot);
+            }
+        }
+    }
+
+    /// Moves the items at the front of a compacted probation segment to the free tail of the
+    /// main queue's head, as many as fit, so that main segments stay dense. Returns whether
+    /// all moved; if not, the rest are moved to the front of `slot` (which the caller then
+    /// makes the main queue's head).
+    fn promote(&mut self, ctx: &Ctx<'_>, slot: u32) -> bool {
+        let used = self.seg(slot).used;
+        let mut src = self.segs[slot as usize].take().expect("live segment");
+        let mut off = 0;
+        if let Some(&head) = self.fifo.back() {
+            let dst = self.segs[head as usize].as_mut().expect("live segment");
+            while off < used {
+                let it = ItemRef::new(&src.buf[off..]);
+                let len = it.total_len();
+                if dst.used + len > SEGMENT_SIZE {
+                    break;
+                }
+                let to = dst.used;
+                dst.buf[to..to + len].copy_from_slice(&src.buf[off..off + len]);
+                dst.used += len;
+                dst.live += len;
+                let hash = (ctx.hash)(it.key());
+                let (old, new) = (loc(slot as usize, off), loc(head as usize, to));
+                if let Some(l) = self.index.find_mut(hash, |&l| l == old) {
+                    *l = new;
+                }
+                off += len;
+            }
+        }
+        let rest = used - off;
+        if off > 0 && rest > 0 {
+            src.buf.copy_within(off..used, 0);
+            let mut at = 0;
+            while at < rest {
+                let it = ItemRef::new(&src.buf[at..]);
+                let hash = (ctx.hash)(it.key());
+                let (old, new) = (loc(slot as usize, off + at), loc(slot as usize, at));
+                if let Some(l) = self.index.find_mut(hash, |&l| l == old) {
+                    *l = new;
+                }
+                at += it.total_len();
+            }
+        }
+        src.used = rest;
+        src.live = rest;
+        src.generation = src.generation.wrapping_add(1);
+        self.segs[slot as usize] = Some(src);
+        rest == 0
     }
 
     /// With `-M`: compacts the segment with the most dead bytes (or, if none has room for
@@ -399,12 +521,13 @@ impl Shard {
         let Some(slot) = self.fifo.remove(pos) else {
             return false;
         };
-        self.compact(ctx, slot, false);
+        self.compact(ctx, slot, Pass::Collect);
         self.fifo.push_back(slot);
         self.seg(slot).used + len <= SEGMENT_SIZE
     }
 
-    fn add_segment(&mut self, buf: Box<[u8]>) {
+    /// Takes a segment into a free slot; the caller queues it.
+    fn add_segment(&mut self, buf: Box<[u8]>) -> u32 {
         let seg = Segment {
             buf,
             used: 0,
@@ -421,8 +544,8 @@ impl Shard {
                 (self.segs.len() - 1) as u32
             }
         };
-        self.fifo.push_back(slot);
         self.stats.segment_bytes += SEGMENT_SIZE as u64;
+        slot
     }
 
     fn alloc_large(&mut self, ctx: &Ctx<'_>, len: usize) -> Result<Loc, ()> {
@@ -487,16 +610,10 @@ impl Shard {
         false
     }
 
-    /// Compacts the oldest segment in place and makes it the write head.
-    fn recycle_oldest(&mut self, ctx: &Ctx<'_>) {
-        let slot = self.fifo.pop_front().expect("caller checked");
-        self.compact(ctx, slot, ctx.evictions);
-        self.fifo.push_back(slot);
-    }
-
-    /// Empties the oldest segment and returns it to the pool.
+    /// Empties the oldest segment (of the main queue, else of the probation queue) and
+    /// returns it to the pool.
     fn release_oldest(&mut self, ctx: &Ctx<'_>) -> bool {
-        let Some(slot) = self.fifo.pop_front() else {
+        let Some(slot) = self.fifo.pop_front().or_else(|| self.small.pop_front()) else {
             return false;
         };
         self.drain_segment(ctx, slot);
@@ -533,11 +650,16 @@ impl Shard {
     }
 
     /// Moves the items worth keeping to the front of the segment and unlinks the rest.
-    fn compact(&mut self, ctx: &Ctx<'_>, slot: u32, evict: bool) {
+    fn compact(&mut self, ctx: &Ctx<'_>, slot: u32, pass: Pass) {
         let used = self.seg(slot).used;
-        // A segment that is mostly garbage (overwritten, deleted) is only collected: every
-        // live item stays. Items are evicted only from segments that are mostly live.
-        let evict = evict && self.seg(slot).live > KEEP_MAX;
+        let evict = match pass {
+            Pass::Collect => false,
+            Pass::Probation => true,
+            // A main segment that is mostly garbage (overwritten, deleted) is only
+            // collected: every live item stays. Items are evicted only from segments that
+            // are mostly live.
+            Pass::Clock => self.seg(slot).live > KEEP_MAX,
+        };
         let (mut src, mut dst) = (0, 0);
         while src < used {
             let seg = self.segs[slot as usize].as_mut().expect("live segment");
@@ -595,7 +717,7 @@ impl Shard {
     pub(crate) fn clear(&mut self, ctx: &Ctx<'_>) {
         self.stats.ops.flushed_items += self.index.len() as u64;
         self.index.clear();
-        while let Some(slot) = self.fifo.pop_front() {
+        while let Some(slot) = self.fifo.pop_front().or_else(|| self.small.pop_front()) {
             self.free_segment(ctx, slot);
         }
         for slot in 0..self.large.len() {
@@ -619,12 +741,12 @@ impl Shard {
     pub(crate) fn reap(&mut self, ctx: &Ctx<'_>, budget: usize) -> usize {
         let mut checked = 0;
         while checked < budget {
-            if self.cursor.fifo_pos >= self.fifo.len() {
+            // Both queues, main then probation, as one sequence of positions.
+            let Some(slot) = self.queued_at(self.cursor.fifo_pos) else {
                 checked += self.reap_large(ctx);
                 self.cursor = Cursor::default();
                 break;
-            }
-            let slot = self.fifo[self.cursor.fifo_pos];
+            };
             let generation = self.seg(slot).generation;
             if self.cursor.slot != slot || self.cursor.generation != generation {
                 self.cursor.slot = slot;
@@ -648,9 +770,14 @@ impl Shard {
                 }
             }
             if self.cursor.off >= used {
-                let is_head = self.cursor.fifo_pos + 1 == self.fifo.len();
+                let is_head = self.fifo.back() == Some(&slot) || self.small.back() == Some(&slot);
                 if !is_head && self.seg(slot).live == 0 {
-                    self.fifo.remove(self.cursor.fifo_pos);
+                    let pos = self.cursor.fifo_pos;
+                    if pos < self.fifo.len() {
+                        self.fifo.remove(pos);
+                    } else {
+                        self.small.remove(pos - self.fifo.len());
+                    }
                     self.free_segment(ctx, slot);
                 } else {
                     self.cursor.fifo_pos += 1;
@@ -660,6 +787,14 @@ impl Shard {
         }
         self.stats.ops.crawler_items_checked += checked as u64;
         checked
+    }
+
+    /// The segment at `pos` of the main queue followed by the probation queue.
+    fn queued_at(&self, pos: usize) -> Option<u32> {
+        match pos.checked_sub(self.fifo.len()) {
+            None => Some(self.fifo[pos]),
+            Some(pos) => self.small.get(pos).copied(),
+        }
     }
 
     fn reap_large(&mut self, ctx: &Ctx<'_>) -> usize {
@@ -698,7 +833,7 @@ impl Shard {
 
     /// Visits every linked item (for dumps), oldest segment first.
     pub(crate) fn for_each_item(&self, mut f: impl FnMut(ItemRef<'_>)) {
-        for &slot in &self.fifo {
+        for &slot in self.fifo.iter().chain(&self.small) {
             let seg = self.seg(slot);
             let mut off = 0;
             while off < seg.used {

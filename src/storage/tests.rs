@@ -312,6 +312,30 @@ fn items_read_since_they_were_written_survive_eviction() {
     assert!(s.stats().totals.evicted > 10_000);
 }
 
+/// Scan resistance (S3-FIFO): items read while on probation move to the main queue, and a
+/// flood of new items that are never read passes through the probation queue without
+/// evicting them, however long it lasts (here ten times the memory, which a plain CLOCK
+/// would survive only for as many passes as the reads gave credit).
+#[test]
+fn a_flood_of_unread_items_does_not_evict_items_that_were_read() {
+    let (_, s) = small_store(2 << 20, true);
+    let value = vec![b'v'; 200];
+    for i in 0..500 {
+        set(&s, format!("hot:{i}").as_bytes(), &value);
+        assert!(get(&s, format!("hot:{i}").as_bytes()).is_some());
+    }
+    for i in 0..100_000 {
+        set(&s, format!("cold:{i}").as_bytes(), &value);
+    }
+    assert!(s.stats().totals.evicted > 80_000);
+    for i in 0..500 {
+        assert!(
+            get(&s, format!("hot:{i}").as_bytes()).is_some(),
+            "hot:{i} evicted by unread items"
+        );
+    }
+}
+
 #[test]
 fn no_evictions_means_out_of_memory() {
     let (_, s) = small_store(1 << 20, false);

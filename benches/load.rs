@@ -103,6 +103,8 @@ struct Opts {
     fill_threads: usize,
     /// Server `-m` for every workload.
     mem_mb: usize,
+    /// Offered load of get-set-rate, requests/s in all (`--rate`).
+    rate: u64,
     /// Divides both `-m` and the number of items for the fill workloads (the quick run uses
     /// 4: `-m 16` and a quarter of the items, so the cache still overflows as many times).
     fill_divisor: usize,
@@ -130,6 +132,8 @@ usage: cargo bench --bench load -- [options]
   --threads N        server -t for the throughput workloads (default 2)
   --fill-threads N   server -t for the fill workloads (default 4)
   --mem MB           server -m for every workload (default 64)
+  --rate N           requests/s offered in all by get-set-rate (default 50000; keep it well
+                     under both servers' closed-loop get-set rate)
   --only A,B         run only the named workloads (see the list below)
   --items-scale F    multiply the items the fill workloads write by F (default 1, at most 4)
   --wait-quiet SECS  before each run, wait up to SECS for other processes to use < 0.1 core
@@ -148,6 +152,7 @@ fn parse_args(args: &[String]) -> Res<Opts> {
         threads: 2,
         fill_threads: 4,
         mem_mb: 64,
+        rate: PACED_RATE,
         fill_divisor: 1,
         items_scale: 1.0,
         only: Vec::new(),
@@ -204,6 +209,7 @@ fn parse_args(args: &[String]) -> Res<Opts> {
             "--threads" => opts.threads = num(arg, value(arg)?)?,
             "--fill-threads" => opts.fill_threads = num(arg, value(arg)?)?,
             "--mem" => opts.mem_mb = num(arg, value(arg)?)?,
+            "--rate" => opts.rate = num(arg, value(arg)?)?.max(1) as u64,
             "--items-scale" => {
                 let v = value(arg)?;
                 opts.items_scale = v
@@ -974,14 +980,7 @@ fn workloads(opts: &Opts) -> Vec<Workload> {
             short,
         ),
         load("set-heavy", 100_000, 100, mixed(10, 1), 0, short),
-        load(
-            "get-set-rate",
-            100_000,
-            100,
-            mixed(90, 1),
-            PACED_RATE,
-            short,
-        ),
+        load("get-set-rate", 100_000, 100, mixed(90, 1), opts.rate, short),
         Workload {
             name: "zipf-cache-aside",
             mem_mb: zipf_mem,
@@ -1007,8 +1006,8 @@ fn workloads(opts: &Opts) -> Vec<Workload> {
     ]
 }
 
-/// Offered load of get-set-rate, requests/s in all: well under what either server does
-/// closed-loop on the 2-core machine (120-140k), so that both keep up.
+/// Default offered load of get-set-rate, requests/s in all: well under what either server
+/// does closed-loop on the 2-core machine (120-140k when it is quiet), so that both keep up.
 const PACED_RATE: u64 = 50_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1942,7 +1941,7 @@ fn geomean(v: &[f64]) -> f64 {
 }
 
 /// Prints the targets with met / missed and the measured value.
-fn print_targets(results: &Results) {
+fn print_targets(results: &Results, rate: u64) {
     let mut rows: Vec<(String, String, Option<bool>)> = Vec::new();
     let ratio = |m: [f64; 2]| m[0] / m[1];
     let per_wl = |is: &dyn Fn(&str) -> bool| -> Vec<(&str, f64)> {
@@ -2008,7 +2007,7 @@ fn print_targets(results: &Results) {
         rows.push((
             format!(
                 "p99 latency at the same offered load ({} req/s, get-set-rate) ≤ 1.0x",
-                fmt_num(PACED_RATE as f64)
+                fmt_num(rate as f64)
             ),
             format!(
                 "{:.3}x ({} against {} us)",
@@ -2255,7 +2254,7 @@ fn draw_bars(dir: &std::path::Path, c: &BarChart) -> Res<()> {
 }
 
 /// Writes the charts of a full run to [`CHART_DIR`].
-fn write_charts(results: &Results) -> Res<()> {
+fn write_charts(results: &Results, rate: u64) -> Res<()> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CHART_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let groups = |names: &[&str], is: &dyn Fn(&str) -> bool| -> Vec<(String, [f64; 2])> {
@@ -2266,7 +2265,7 @@ fn write_charts(results: &Results) -> Res<()> {
                 let label = match *w {
                     "multiget-10" => "multiget-10 (multigets)".to_string(),
                     "get-set-pipe16" => "get-set-pipe16 (batch)".to_string(),
-                    "get-set-rate" => format!("get-set-rate ({}k/s)", PACED_RATE / 1000),
+                    "get-set-rate" => format!("get-set-rate ({}k/s)", rate / 1000),
                     w => w.to_string(),
                 };
                 Some((label, m))
@@ -2690,10 +2689,10 @@ fn main() {
     for (wl, runs) in &results {
         any_failed |= print_table(wl, &opts, runs);
     }
-    print_targets(&results);
+    print_targets(&results, opts.rate);
     if opts.force_charts || (opts.charts && opts.only.is_empty()) {
         println!();
-        if let Err(e) = write_charts(&results) {
+        if let Err(e) = write_charts(&results, opts.rate) {
             println!("charts not written: {e}");
         }
     }

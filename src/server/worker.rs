@@ -177,9 +177,13 @@ impl Worker {
         }
     }
 
-    fn drive(&mut self, key: usize, draining: bool) -> Option<Next> {
+    /// Runs connection `key` (if it is still open) until it would block, then acts on what
+    /// it waits for next.
+    fn drive(&mut self, key: usize, draining: bool) {
         let mut stop_requested = false;
-        let conn = self.conns.get_mut(key)?;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let mut env = Env {
             ctx: &self.ctx,
             latency: &mut self.latency,
@@ -197,7 +201,6 @@ impl Worker {
             Next::Yield => self.yielded.push(key),
             Next::Close => self.close(key),
         }
-        Some(next)
     }
 
     fn close(&mut self, key: usize) {

@@ -68,9 +68,11 @@ impl Default for StoreConfig {
 }
 
 /// Shards per worker thread: enough that threads rarely meet on a lock (a shard lock is held
-/// for one hash lookup and one copy), few enough that the partly filled write head of each
-/// shard (half a segment on average) stays a small part of `-m`.
-const SHARDS_PER_THREAD: usize = 2;
+/// for one hash lookup and one copy, a small part of a request that also makes two system
+/// calls), few enough that the partly filled write heads of each shard (probation and main,
+/// half a segment each on average) stay a small part of `-m`. One per thread keeps 1% more
+/// items than two on the zipf cache-aside run (BENCHMARKS.md).
+const SHARDS_PER_THREAD: usize = 1;
 /// Every shard should own at least this many segments, so FIFO eviction stays fine-grained.
 const MIN_SEGMENTS_PER_SHARD: usize = 8;
 

@@ -475,7 +475,7 @@ fn shard_count_is_a_power_of_two_sized_to_memory() {
         threads,
         ..StoreConfig::default()
     };
-    assert_eq!(cfg(64, 4).shard_count(), 8);
+    assert_eq!(cfg(64, 4).shard_count(), 4);
     assert_eq!(cfg(1, 4).shard_count(), 1);
     assert_eq!(cfg(64, 64).shard_count(), 32);
     assert!(cfg(1 << 20, 1).shard_count().is_power_of_two());

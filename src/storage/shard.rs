@@ -172,6 +172,13 @@ fn item_buf<'a>(segs: &'a [Option<Segment>], large: &'a [Option<Box<[u8]>>], at:
     }
 }
 
+/// Points the index entry of an item that moved from `from` to `to`.
+fn relocate(index: &mut HashTable<Loc>, hash: u64, from: Loc, to: Loc) {
+    if let Some(l) = index.find_mut(hash, |&l| l == from) {
+        *l = to;
+    }
+}
+
 impl Shard {
     pub(crate) fn new(classes: usize) -> Self {
         Self {
@@ -418,10 +425,11 @@ impl Shard {
     /// segments. While the probation queue holds more than its share (or the main queue is
     /// empty), its oldest segment is compacted: the items read while on probation stay and
     /// the segment joins the main queue with them, the others leave (a segment that is
-    /// mostly garbage is only collected and stays on probation, all its live items kept). Otherwise the main
-    /// queue's oldest segment is compacted as a CLOCK pass (read items stay, one read less
-    /// to their credit) and its survivors move to the main queue's head, until a segment
-    /// is empty and becomes the probation queue's head (Segcache's merge eviction).
+    /// mostly garbage is only collected and stays on probation, all its live items kept).
+    /// Otherwise the main queue's oldest segment is compacted as a CLOCK pass (read items
+    /// stay, one read less to their credit) and its survivors move to the main queue's
+    /// head, until a segment is empty and becomes the probation queue's head (Segcache's
+    /// merge eviction).
     fn make_room_on_probation(&mut self, ctx: &Ctx<'_>) {
         let total = self.fifo.len() + self.small.len();
         let over_share = self.small.len() * 10 > (total * SMALL_SHARE).max(10);
@@ -476,11 +484,13 @@ impl Shard {
                 dst.buf[to..to + len].copy_from_slice(&src.buf[off..off + len]);
                 dst.used += len;
                 dst.live += len;
-                let hash = (ctx.hash)(it.key());
-                let (old, new) = (loc(slot as usize, off), loc(head as usize, to));
-                if let Some(l) = self.index.find_mut(hash, |&l| l == old) {
-                    *l = new;
-                }
+                let from = loc(slot as usize, off);
+                relocate(
+                    &mut self.index,
+                    (ctx.hash)(it.key()),
+                    from,
+                    loc(head as usize, to),
+                );
                 off += len;
             }
         }
@@ -490,11 +500,8 @@ impl Shard {
             let mut at = 0;
             while at < rest {
                 let it = ItemRef::new(&src.buf[at..]);
-                let hash = (ctx.hash)(it.key());
-                let (old, new) = (loc(slot as usize, off + at), loc(slot as usize, at));
-                if let Some(l) = self.index.find_mut(hash, |&l| l == old) {
-                    *l = new;
-                }
+                let (from, to) = (loc(slot as usize, off + at), loc(slot as usize, at));
+                relocate(&mut self.index, (ctx.hash)(it.key()), from, to);
                 at += it.total_len();
             }
         }
@@ -690,10 +697,7 @@ impl Shard {
             }
             if src != dst {
                 seg.buf.copy_within(src..src + len, dst);
-                let moved = loc(slot as usize, dst);
-                if let Some(l) = self.index.find_mut(hash, |&l| l == at) {
-                    *l = moved;
-                }
+                relocate(&mut self.index, hash, at, loc(slot as usize, dst));
             }
             src += len;
             dst += len;

@@ -1,13 +1,15 @@
 //! The engine: a sharded hash table of items under a memory budget. Synchronous; it knows
 //! nothing of sockets, wire formats, tokio or metrics.
 //!
-//! [`Store`] hashes the key once, picks a shard from bits 32.. of the hash (hashbrown takes
-//! the bucket from the low bits and its tag from the top 7, so neither loses entropy inside a
-//! shard), takes that shard's `parking_lot::Mutex` and calls a [`Shard`] method. One shard
-//! lock at a time, never held across an `.await` (there are none here); the pool's free list
+//! [`Store`] hashes the key once, picks a shard from bits 32.. of the hash (the index takes
+//! its groups from the low 32 bits and a mix of all 64, and its tag from the top 8, so
+//! neither loses entropy inside a shard), takes that shard's `parking_lot::Mutex` and calls
+//! a [`Shard`] method. One shard lock at a time, never held across an `.await` (there are
+//! none here); the pool's free list
 //! is the only lock taken under it. See docs/locking.md.
 
 pub mod expiry;
+mod index;
 pub mod item;
 mod meta;
 mod shard;

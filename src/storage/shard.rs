@@ -10,9 +10,8 @@
 
 use std::collections::VecDeque;
 
-use hashbrown::HashTable;
-
 use super::expiry::is_expired;
+use super::index::Index;
 use super::item::{self, DEAD, FETCHED, FREQ_MASK, ItemMut, ItemRef, NewItem};
 use super::slab::{LARGE_ITEM, MMAP_THRESHOLD, Pool, SEGMENT_SHIFT, SEGMENT_SIZE, SizeClasses};
 use super::stats::ShardStats;
@@ -136,7 +135,7 @@ struct Cursor {
 }
 
 pub(crate) struct Shard {
-    index: HashTable<Loc>,
+    index: Index,
     segs: Vec<Option<Segment>>,
     free_slots: Vec<u32>,
     /// The main queue: segment slots, oldest first. With evictions, segments enter it only
@@ -173,8 +172,8 @@ fn item_buf<'a>(segs: &'a [Option<Segment>], large: &'a [Option<Box<[u8]>>], at:
 }
 
 /// Points the index entry of an item that moved from `from` to `to`.
-fn relocate(index: &mut HashTable<Loc>, hash: u64, from: Loc, to: Loc) {
-    if let Some(l) = index.find_mut(hash, |&l| l == from) {
+fn relocate(index: &mut Index, hash: u64, from: Loc, to: Loc) {
+    if let Some(l) = index.get_mut(hash, |l| l == from) {
         *l = to;
     }
 }
@@ -182,7 +181,7 @@ fn relocate(index: &mut HashTable<Loc>, hash: u64, from: Loc, to: Loc) {
 impl Shard {
     pub(crate) fn new(classes: usize) -> Self {
         Self {
-            index: HashTable::new(),
+            index: Index::new(),
             segs: Vec::new(),
             free_slots: Vec::new(),
             fifo: VecDeque::new(),
@@ -212,11 +211,9 @@ impl Shard {
 
     fn find(&self, hash: u64, key: &[u8]) -> Option<Loc> {
         let (segs, large) = (&self.segs, &self.large);
-        self.index
-            .find(hash, |&at| {
-                ItemRef::new(item_buf(segs, large, at)).key() == key
-            })
-            .copied()
+        self.index.get(hash, |at| {
+            ItemRef::new(item_buf(segs, large, at)).key() == key
+        })
     }
 
     /// Finds a visible item; an expired or flushed one is unlinked and reported as such.
@@ -242,9 +239,7 @@ impl Shard {
 
     /// Removes a linked item from the index and accounts for it.
     pub(crate) fn unlink(&mut self, ctx: &Ctx<'_>, hash: u64, at: Loc, why: Unlink) {
-        if let Ok(entry) = self.index.find_entry(hash, |&l| l == at) {
-            entry.remove();
-        }
+        self.index.remove(hash, |l| l == at);
         self.forget(ctx, at, why);
     }
 
@@ -306,14 +301,13 @@ impl Shard {
         self.stats.ops.total_items += 1;
         let (segs, large) = (&self.segs, &self.large);
         let key = ItemRef::new(item_buf(segs, large, at)).key();
-        let old = match self.index.find_mut(hash, |&l| {
+        let old = match self.index.get_mut(hash, |l| {
             ItemRef::new(item_buf(segs, large, l)).key() == key
         }) {
             Some(slot) => Some(std::mem::replace(slot, at)),
             None => {
-                self.index.insert_unique(hash, at, |&l| {
-                    (ctx.hash)(ItemRef::new(item_buf(segs, large, l)).key())
-                });
+                let hash_of = |l| (ctx.hash)(ItemRef::new(item_buf(segs, large, l)).key());
+                self.index.insert(hash, at, &hash_of);
                 None
             }
         };
@@ -736,7 +730,6 @@ impl Shard {
             class.number = 0;
             class.bytes = 0;
         }
-        self.index.shrink_to(0, |_| 0);
         self.charge_index(ctx);
     }
 
@@ -817,18 +810,13 @@ impl Shard {
         checked
     }
 
-    /// Bytes the index uses (buckets and control bytes).
+    /// Bytes the index uses (slots and tags).
     pub(crate) fn index_bytes(&self) -> usize {
-        let buckets = if self.index.capacity() == 0 {
-            0
-        } else {
-            (self.index.capacity() * 8 / 7).next_power_of_two()
-        };
-        buckets * (std::mem::size_of::<Loc>() + 1)
+        self.index.bytes()
     }
 
     pub(crate) fn index_buckets(&self) -> usize {
-        (self.index.capacity() * 8 / 7).next_power_of_two()
+        self.index.capacity()
     }
 
     pub(crate) fn len(&self) -> usize {

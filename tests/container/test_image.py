@@ -196,7 +196,7 @@ def test_chart_argument_shapes(containers, shape):
 
 # Grafana's charts (mimir-distributed, loki) pass each flag and its value as ONE argument:
 #   args: ["-m 1024", "--extended=modern,track_sizes", "-I 5m", "-c 16384", "-v", "-u 11211"]
-# memcached (getopt + atoi/strtol) accepts " 16384"; memcrab rejects it.
+# memcached (getopt + atoi/strtol) accepts " 16384", and so must memcrab.
 def test_grafana_chart_argument_shape(containers):
     c = containers(
         "-m 256", "--extended=modern,track_sizes", "-I 5m", "-c 16384", "-v", "-u 11211"

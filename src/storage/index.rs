@@ -1,0 +1,398 @@
+//! The key index of one shard: from a key's hash to its item's [`Loc`], 5 bytes a slot.
+//!
+//! Bucketized cuckoo hashing. Slots come in groups of 8: a tag byte per slot (8 bits of the
+//! hash, never 0; 0 marks an empty slot) and the 8 locations, 40 bytes. A key lives in one
+//! of two groups picked from its hash, so a lookup reads at most two groups, and it reads an
+//! item's key only when a tag matches (1 slot in 255 by chance). An insert takes the emptier
+//! of its two groups; when both are full, it displaces a random entry of one of them to that
+//! entry's other group, and so on for at most [`MAX_KICKS`] steps (a random walk), which at
+//! the loads used here almost always ends within a few steps. An entry the walk could not
+//! place goes to a small stash that lookups also search (empty in practice); the table grows
+//! when that happens above [`GROWN_LOAD_PCT`], and the stash keeps identical hashes (which a
+//! seeded 64-bit hash makes vanishingly rare) from ever making an insert loop or grow forever.
+//!
+//! Why not hashbrown: its bucket count is a power of two and it doubles, and under the churn
+//! of a full cache (every set evicts, every eviction deletes) its tombstones fill its growth
+//! budget and make it double again, so a full shard's index sat at 44-54% load, 9-10 bytes per
+//! item. Here the group count is any number (a key's group is `hash * groups >> 32`, not
+//! `hash & mask`), a delete just empties its slot (cuckoo needs no tombstones, as no probe
+//! sequence runs through other groups), and the table grows by a quarter only when an insert
+//! would take it past [`MAX_LOAD_PCT`]. It then sits between 72% and 90% load: 5.6 to 6.9
+//! bytes per item.
+//!
+//! Growing rehashes every entry, and an entry's hash is recomputed from its item's key (the
+//! index stores no hashes, which would cost 4-8 bytes a slot); so does each displacement.
+
+use super::shard::Loc;
+
+const GROUP: usize = 8;
+const EMPTY: u8 = 0;
+/// The table grows when an insert would take it past this load (percent of slots).
+const MAX_LOAD_PCT: usize = 90;
+/// A grown table starts at this load.
+const GROWN_LOAD_PCT: usize = 72;
+/// Displacements one insert may make before the table grows instead.
+const MAX_KICKS: usize = 128;
+/// Multiplier that derives a key's second group from all 64 bits of its hash.
+const SECOND: u64 = 0x9E37_79B9_7F4A_7C15;
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+
+#[derive(Clone, Copy, Default)]
+struct Group {
+    tags: [u8; GROUP],
+    locs: [Loc; GROUP],
+}
+
+/// The high bit of each byte of `x` that is zero, and no other bit (no borrow crosses bytes).
+fn zero_bytes(x: u64) -> u64 {
+    !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
+/// The slot numbers of the high bits set in a mask from [`zero_bytes`].
+fn slots(mut mask: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
+        }
+        let i = mask.trailing_zeros() as usize / 8;
+        mask &= mask - 1;
+        Some(i)
+    })
+}
+
+impl Group {
+    fn word(&self) -> u64 {
+        u64::from_le_bytes(self.tags)
+    }
+
+    fn matching(&self, tag: u8) -> u64 {
+        zero_bytes(self.word() ^ (LO * u64::from(tag)))
+    }
+
+    fn empties(&self) -> u64 {
+        zero_bytes(self.word())
+    }
+
+    fn first_empty(&self) -> Option<usize> {
+        slots(self.empties()).next()
+    }
+}
+
+fn tag(hash: u64) -> u8 {
+    ((hash >> 56) as u8).max(1)
+}
+
+pub(crate) struct Index {
+    groups: Box<[Group]>,
+    /// Entries no group had room for, with their hashes.
+    stash: Vec<(u64, Loc)>,
+    len: usize,
+    /// xorshift state for picking the entry to displace.
+    seed: u32,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Index {
+    pub(crate) fn new() -> Self {
+        Self::with_groups(0)
+    }
+
+    fn with_groups(n: usize) -> Self {
+        Self {
+            groups: vec![Group::default(); n].into_boxed_slice(),
+            stash: Vec::new(),
+            len: 0,
+            seed: 0x9E37_79B9,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Slots in the table.
+    pub(crate) fn capacity(&self) -> usize {
+        self.groups.len() * GROUP
+    }
+
+    /// Bytes of the table.
+    pub(crate) fn bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.groups) + self.stash.capacity() * 16
+    }
+
+    /// Drops every entry and the table with them.
+    pub(crate) fn clear(&mut self) {
+        self.groups = Box::new([]);
+        self.stash = Vec::new();
+        self.len = 0;
+    }
+
+    /// The two groups a hash may live in (the same one twice in a one-group table).
+    fn homes(&self, hash: u64) -> (usize, usize) {
+        let n = self.groups.len() as u64;
+        let first = (u64::from(hash as u32) * n) >> 32;
+        let second = ((hash.wrapping_mul(SECOND) >> 32) * n) >> 32;
+        (first as usize, second as usize)
+    }
+
+    fn position(&self, hash: u64, mut eq: impl FnMut(Loc) -> bool) -> Option<Pos> {
+        if self.groups.is_empty() {
+            return None;
+        }
+        let t = tag(hash);
+        let (a, b) = self.homes(hash);
+        // Both groups' tags are read before either is searched, so that the two cache misses
+        // overlap instead of following one another.
+        let (first, second) = (self.groups[a].matching(t), self.groups[b].matching(t));
+        if let Some(i) = slots(first).find(|&i| eq(self.groups[a].locs[i])) {
+            return Some(Pos::Slot(a, i));
+        }
+        if a != b {
+            if let Some(i) = slots(second).find(|&i| eq(self.groups[b].locs[i])) {
+                return Some(Pos::Slot(b, i));
+            }
+        }
+        self.stash
+            .iter()
+            .position(|&(h, at)| h == hash && eq(at))
+            .map(Pos::Stash)
+    }
+
+    /// The location of the entry with this hash that `eq` accepts.
+    pub(crate) fn get(&self, hash: u64, eq: impl FnMut(Loc) -> bool) -> Option<Loc> {
+        match self.position(hash, eq)? {
+            Pos::Slot(g, i) => Some(self.groups[g].locs[i]),
+            Pos::Stash(k) => Some(self.stash[k].1),
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, hash: u64, eq: impl FnMut(Loc) -> bool) -> Option<&mut Loc> {
+        match self.position(hash, eq)? {
+            Pos::Slot(g, i) => Some(&mut self.groups[g].locs[i]),
+            Pos::Stash(k) => Some(&mut self.stash[k].1),
+        }
+    }
+
+    /// Removes the entry with this hash that `eq` accepts, returning its location.
+    pub(crate) fn remove(&mut self, hash: u64, eq: impl FnMut(Loc) -> bool) -> Option<Loc> {
+        let at = match self.position(hash, eq)? {
+            Pos::Slot(g, i) => {
+                let group = &mut self.groups[g];
+                group.tags[i] = EMPTY;
+                group.locs[i]
+            }
+            Pos::Stash(k) => self.stash.swap_remove(k).1,
+        };
+        self.len -= 1;
+        Some(at)
+    }
+
+    /// Adds an entry the caller knows is absent. `hash_of` gives the hash of an entry
+    /// already in the table (to displace it, or to grow the table).
+    pub(crate) fn insert(&mut self, hash: u64, at: Loc, hash_of: &dyn Fn(Loc) -> u64) {
+        if (self.len + 1) * 100 > self.capacity() * MAX_LOAD_PCT {
+            self.grow(hash_of);
+        }
+        if let Err(homeless) = self.place(hash, at, hash_of) {
+            // The walk gave up: some entry (maybe not this one) has no slot.
+            self.stash.push(homeless);
+            self.len += 1;
+            if self.len * 100 >= self.capacity() * GROWN_LOAD_PCT {
+                self.grow(hash_of);
+            }
+        }
+    }
+
+    fn next_random(&mut self) -> usize {
+        let mut x = self.seed;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.seed = x;
+        x as usize
+    }
+
+    fn put(&mut self, g: usize, i: usize, hash: u64, at: Loc) {
+        let group = &mut self.groups[g];
+        group.tags[i] = tag(hash);
+        group.locs[i] = at;
+    }
+
+    /// Places an entry, displacing others if need be. On failure every entry is still in the
+    /// table but the one returned.
+    fn place(
+        &mut self,
+        mut hash: u64,
+        mut at: Loc,
+        hash_of: &dyn Fn(Loc) -> u64,
+    ) -> Result<(), (u64, Loc)> {
+        let (a, b) = self.homes(hash);
+        let free_a = self.groups[a].empties().count_ones();
+        let free_b = self.groups[b].empties().count_ones();
+        if free_a + free_b > 0 {
+            let g = if free_a >= free_b { a } else { b };
+            let i = self.groups[g].first_empty().expect("a free slot");
+            self.put(g, i, hash, at);
+            self.len += 1;
+            return Ok(());
+        }
+        let mut g = if self.next_random() & 1 == 0 { a } else { b };
+        for _ in 0..MAX_KICKS {
+            let i = self.next_random() % GROUP;
+            let victim = self.groups[g].locs[i];
+            self.put(g, i, hash, at);
+            (hash, at) = (hash_of(victim), victim);
+            let (va, vb) = self.homes(hash);
+            let other = if va == g { vb } else { va };
+            if let Some(j) = self.groups[other].first_empty() {
+                self.put(other, j, hash, at);
+                self.len += 1;
+                return Ok(());
+            }
+            g = other;
+        }
+        Err((hash, at))
+    }
+
+    /// Rebuilds the table a quarter larger, placing the stash again too.
+    fn grow(&mut self, hash_of: &dyn Fn(Loc) -> u64) {
+        let want = (self.len + 1) * 100 / GROWN_LOAD_PCT;
+        let mut new = Self::with_groups(want.div_ceil(GROUP).max(self.groups.len() + 1));
+        new.seed = self.seed;
+        let old = std::mem::take(&mut self.stash);
+        let entries = self.groups.iter().flat_map(|group| {
+            slots(!group.empties() & !LOW7).map(|i| (hash_of(group.locs[i]), group.locs[i]))
+        });
+        for (hash, at) in entries.chain(old) {
+            if let Err(homeless) = new.place(hash, at, hash_of) {
+                new.stash.push(homeless);
+                new.len += 1;
+            }
+        }
+        *self = new;
+    }
+}
+
+enum Pos {
+    Slot(usize, usize),
+    Stash(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hash for test locations: any fixed mixing function works.
+    fn h(at: Loc) -> u64 {
+        u64::from(at)
+            .wrapping_mul(0xD6E8_FEB8_6659_FD93)
+            .rotate_left(29)
+            ^ 0x5555
+    }
+
+    #[test]
+    fn zero_bytes_is_exact() {
+        // A zero byte below a 0x01 byte must not flag the 0x01 (the borrow trick would).
+        let x = u64::from_le_bytes([0, 1, 0x80, 0xFF, 0, 0x7F, 1, 0]);
+        let found: Vec<usize> = slots(zero_bytes(x)).collect();
+        assert_eq!(found, vec![0, 4, 7]);
+    }
+
+    #[test]
+    fn insert_get_remove_through_growth() {
+        let mut index = Index::new();
+        for at in 0..100_000u32 {
+            index.insert(h(at), at, &h);
+        }
+        assert_eq!(index.len(), 100_000);
+        for at in 0..100_000u32 {
+            assert_eq!(index.get(h(at), |l| l == at), Some(at), "entry {at}");
+        }
+        assert_eq!(index.get(h(100_001), |l| l == 100_001), None);
+        for at in (0..100_000u32).step_by(2) {
+            assert_eq!(index.remove(h(at), |l| l == at), Some(at));
+        }
+        assert_eq!(index.len(), 50_000);
+        for at in 0..100_000u32 {
+            let want = (at % 2 == 1).then_some(at);
+            assert_eq!(index.get(h(at), |l| l == at), want);
+        }
+        assert_eq!(index.remove(h(0), |l| l == 0), None);
+    }
+
+    #[test]
+    fn load_stays_between_grown_and_max() {
+        let mut index = Index::new();
+        let mut lowest = 100.0f64;
+        for at in 0..200_000u32 {
+            index.insert(h(at), at, &h);
+            if at > 1_000 {
+                let load = index.len() as f64 / index.capacity() as f64 * 100.0;
+                lowest = lowest.min(load);
+                assert!(load <= MAX_LOAD_PCT as f64, "load {load} after {at}");
+            }
+        }
+        assert!(lowest >= 70.0, "load fell to {lowest}%");
+        assert_eq!(index.bytes(), index.capacity() / GROUP * 40);
+    }
+
+    #[test]
+    fn churn_at_a_steady_size_does_not_grow_the_table() {
+        // A full cache: every insert is matched by a delete of an old entry.
+        let mut index = Index::new();
+        for at in 0..50_000u32 {
+            index.insert(h(at), at, &h);
+        }
+        let capacity = index.capacity();
+        for at in 50_000..1_000_000u32 {
+            let old = at - 50_000;
+            assert_eq!(index.remove(h(old), |l| l == old), Some(old));
+            index.insert(h(at), at, &h);
+        }
+        assert_eq!(index.capacity(), capacity);
+        assert_eq!(index.len(), 50_000);
+    }
+
+    #[test]
+    fn identical_hashes_overflow_to_the_stash_without_growing_forever() {
+        // Every entry has the same hash, so only its two home groups (16 slots) can hold
+        // them: the rest go to the stash, each insert ends, and all stay findable.
+        let same = |_: Loc| 42u64;
+        let mut index = Index::new();
+        for at in 0..100u32 {
+            index.insert(42, at, &same);
+        }
+        assert_eq!(index.len(), 100);
+        assert!(
+            index.capacity() < 1_000,
+            "grew to {} slots",
+            index.capacity()
+        );
+        for at in 0..100u32 {
+            assert_eq!(index.get(42, |l| l == at), Some(at));
+        }
+        for at in (0..100u32).rev() {
+            assert_eq!(index.remove(42, |l| l == at), Some(at));
+        }
+        assert_eq!(index.len(), 0);
+    }
+
+    #[test]
+    fn get_mut_repoints_and_clear_empties() {
+        let mut index = Index::new();
+        index.insert(h(7), 7, &h);
+        *index.get_mut(h(7), |l| l == 7).expect("present") = 9;
+        assert_eq!(index.get(h(7), |l| l == 9), Some(9));
+        index.clear();
+        assert_eq!(index.len(), 0);
+        assert_eq!(index.bytes(), 0);
+        assert_eq!(index.get(h(7), |_| true), None);
+    }
+}

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 
 pub use expiry::{Clock, ManualClock, SystemClock, Timebase};
 pub use item::ItemRef;
-use item::{KEY_BINARY, NewItem, STALE};
+use item::{KEY_BINARY, NewItem, STALE, WIN_SENT};
 pub use meta::{DebugInfo, Delete, DeleteResult, Delta, DeltaOutcome, Read, ReadView};
 use shard::{Ctx, MAX_SEGMENTS, Shard, Validity};
 pub use slab::SizeClasses;
@@ -372,20 +372,24 @@ impl Store {
                 let it = shard.item(at);
                 let class = self.classes.class_of(it.total_len());
                 let (current_cas, cas) = (it.cas(), w.compare_cas.expect("checked"));
+                let mut deadline = self.time.deadline(w.exptime);
                 if current_cas != cas {
-                    // Meta `I`: an older version is still stored, marked stale.
-                    if !(w.invalidate && cas < current_cas) {
+                    // Meta `I`: an older version (never 0) is still stored, marked stale,
+                    // with the current item's deadline and recache token.
+                    if !(w.invalidate && cas != 0 && cas < current_cas) {
                         shard.stats.classes[class].cas_badval += 1;
                         return Ok((StoreResult::Exists, 0));
                     }
-                    bits |= STALE;
+                    bits |= STALE | (it.bits() & WIN_SENT);
+                    deadline = it.exptime();
                 }
                 shard.stats.classes[class].cas_hits += 1;
-                (w.flags, self.time.deadline(w.exptime), [w.value, &[][..]])
+                (w.flags, deadline, [w.value, &[][..]])
             }
             (Mode::Append | Mode::Prepend, Some(at)) => {
                 let it = shard.item(at);
-                if w.compare_cas.is_some_and(|cas| cas != it.cas()) {
+                // memcached checks an append's CAS only when it is not 0.
+                if w.compare_cas.is_some_and(|cas| cas != 0 && cas != it.cas()) {
                     return Ok((StoreResult::Exists, 0));
                 }
                 if !self.fits(w.key.len(), it.value_len() + w.value.len()) {

@@ -648,6 +648,28 @@ fn ms_invalidate_with_older_cas() {
 }
 
 #[test]
+fn ms_invalidate_keeps_the_ttl_and_c0_is_never_older() {
+    for_each_target(&[], |_, c| {
+        for _ in 0..3 {
+            c.roundtrip(&ms("inv0", b"x", "T100"), b"HD\r\n");
+        }
+        // CAS 0 is not an older version: a set fails, an append ignores it.
+        c.roundtrip(&ms("inv0", b"y", "I C0"), b"EX\r\n");
+        c.roundtrip(&ms("inv0", b"!", "MA I C0"), b"HD\r\n");
+        c.roundtrip(b"mg inv0 v\r\n", b"VA 2\r\nx!\r\n");
+        // A stale write keeps the item's TTL, not its own.
+        c.roundtrip(&ms("inv0", b"z", "I C1 T5"), b"HD\r\n");
+        let line = send_like(c, b"mg inv0 t v\r\n", "VA 1 t? X W");
+        assert_eq!(c.read_line(), "z", "[{}]", c.label());
+        let ttl = token_value(&line, "t");
+        assert!((98..=100).contains(&ttl), "[{}] ttl {ttl}", c.label());
+        // An append to a stale item makes a fresh one.
+        c.roundtrip(&ms("inv0", b"+", "MA"), b"HD\r\n");
+        c.roundtrip(b"mg inv0 v\r\n", b"VA 2\r\nz+\r\n");
+    });
+}
+
+#[test]
 fn ms_and_classic_commands_share_items_and_cas() {
     for_each_target(&[], |_, c| {
         // ms → classic

@@ -125,6 +125,8 @@ pub(super) struct Connection {
     /// The last read filled what it asked for, or an event said there is more: read again
     /// before waiting (the poller is edge-triggered).
     more_to_read: bool,
+    /// The poller reported the peer's FIN (read-closed).
+    peer_closed: bool,
     /// Buffer capacities last reported to the server-wide gauges.
     reported: (usize, usize),
 }
@@ -140,13 +142,17 @@ impl Connection {
             sent: 0,
             swallow: 0,
             more_to_read: true,
+            peer_closed: false,
             reported: (0, 0),
         }
     }
 
     /// The poller said the socket is readable (or closed, or in error: the read tells which).
-    pub(super) fn readable(&mut self) {
+    /// `closed`: the peer's FIN came with this event, so no later event will report it: a
+    /// short read must not end the reading, the read after the data returns 0.
+    pub(super) fn readable(&mut self, closed: bool) {
         self.more_to_read = true;
+        self.peer_closed |= closed;
     }
 
     /// Replies accepted but not yet written to the socket.
@@ -245,8 +251,9 @@ impl Connection {
                 let n = n as usize;
                 // SAFETY: see above; n <= want.
                 unsafe { self.rbuf.advance_mut(n) };
-                // A short read emptied the socket: the next arrival raises a new event.
-                self.more_to_read = n == want;
+                // A short read emptied the socket: the next arrival raises a new event. Not
+                // so the FIN: once it was reported, read until the 0 that says it.
+                self.more_to_read = n == want || (self.peer_closed && n > 0);
                 return Ok(Some(n));
             }
             let err = io::Error::last_os_error();

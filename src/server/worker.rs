@@ -130,7 +130,7 @@ impl Worker {
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             if let Some(conn) = self.conns.get_mut(key) {
-                                conn.readable();
+                                conn.readable(event.is_read_closed());
                             }
                         }
                         self.drive(key, false);

@@ -16,6 +16,7 @@
 
 use crate::common::*;
 use std::io::Write;
+use std::thread;
 use std::time::Duration;
 
 #[test]
@@ -172,6 +173,31 @@ fn quit_closes_connection() {
         c.send(b"get a\r\nquit\r\nget b\r\n");
         c.expect(b"END\r\n");
         c.expect_closed();
+    });
+}
+
+/// Requests and FIN arriving in one poller event: the FIN is seen once, so the server must
+/// read on to it instead of waiting for an event that will not come.
+#[test]
+fn requests_with_their_fin_in_one_burst_are_answered_and_closed() {
+    for_each_server(&["-t", "2"], |srv| {
+        thread::scope(|s| {
+            for batch in 0..8 {
+                s.spawn(move || {
+                    let mut conns: Vec<_> = (0..25).map(|_| srv.connect()).collect();
+                    for (i, c) in conns.iter_mut().enumerate() {
+                        let key = format!("fin{batch}_{i}");
+                        c.send(format!("set {key} 0 0 1\r\nx\r\nget {key}\r\n").as_bytes());
+                        c.shutdown_write();
+                    }
+                    for (i, c) in conns.iter_mut().enumerate() {
+                        let key = format!("fin{batch}_{i}");
+                        c.expect(format!("STORED\r\nVALUE {key} 0 1\r\nx\r\nEND\r\n").as_bytes());
+                        assert!(c.is_closed_within(3_000), "[{}] {key} left open", c.label());
+                    }
+                });
+            }
+        });
     });
 }
 

@@ -11,6 +11,7 @@ pub mod latency;
 mod meta;
 mod stats;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -67,9 +68,9 @@ pub struct Context {
     pub counters: Counters,
     pub verbosity: AtomicU32,
     pub started: Instant,
-    /// Open connections and listeners, for `stats conns`. Plain mutex: taken on connect,
-    /// close and `stats conns` only.
-    pub conns: Mutex<Vec<Arc<ConnInfo>>>,
+    /// Open connections and listeners by fd, for `stats conns` (memcached lists them in fd
+    /// order). Plain mutex: taken on connect, close and `stats conns` only.
+    pub conns: Mutex<BTreeMap<i32, Arc<ConnInfo>>>,
     /// Set from the shutdown signal on: `/readyz` fails, `accepting_conns` is 0.
     pub draining: AtomicBool,
     pub latency: latency::Latency,
@@ -88,7 +89,7 @@ impl Context {
             config,
             counters: Counters::default(),
             started: Instant::now(),
-            conns: Mutex::new(Vec::new()),
+            conns: Mutex::new(BTreeMap::new()),
             draining: AtomicBool::new(false),
             latency: latency::Latency::default(),
             detail_on: AtomicBool::new(config_detail),
@@ -97,11 +98,15 @@ impl Context {
     }
 
     pub fn register(&self, info: Arc<ConnInfo>) {
-        self.conns.lock().push(info);
+        self.conns.lock().insert(info.fd, info);
     }
 
+    /// Forgets a closed connection, unless its fd was already reused by a newer one.
     pub fn unregister(&self, info: &Arc<ConnInfo>) {
-        self.conns.lock().retain(|c| !Arc::ptr_eq(c, info));
+        let mut conns = self.conns.lock();
+        if conns.get(&info.fd).is_some_and(|c| Arc::ptr_eq(c, info)) {
+            conns.remove(&info.fd);
+        }
     }
 
     /// Runs one request, appending its reply (if any) to `out`.

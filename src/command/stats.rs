@@ -427,7 +427,7 @@ impl Context {
     fn stats_conns(&self, me: &ConnInfo, out: &mut Vec<u8>) {
         let now = self.store.time().unix_now();
         me.state.store(state::PARSE_CMD, Ordering::Relaxed);
-        let conns = self.conns.lock().clone();
+        let conns: Vec<_> = self.conns.lock().values().cloned().collect();
         for c in conns {
             let fd = c.fd;
             stat(out, &format!("{fd}:addr"), &c.addr);

@@ -103,7 +103,8 @@ struct Opts {
     fill_threads: usize,
     /// Server `-m` for every workload.
     mem_mb: usize,
-    /// Offered load of get-set-rate, requests/s in all (`--rate`).
+    /// Offered load of get-set-rate, requests/s in all (`--rate`); 0: half of the slower
+    /// server's closed-loop get-set rate in this run, else [`PACED_RATE`].
     rate: u64,
     /// Divides both `-m` and the number of items for the fill workloads (the quick run uses
     /// 4: `-m 16` and a quarter of the items, so the cache still overflows as many times).
@@ -132,8 +133,8 @@ usage: cargo bench --bench load -- [options]
   --threads N        server -t for the throughput workloads (default 2)
   --fill-threads N   server -t for the fill workloads (default 4)
   --mem MB           server -m for every workload (default 64)
-  --rate N           requests/s offered in all by get-set-rate (default 50000; keep it well
-                     under both servers' closed-loop get-set rate)
+  --rate N           requests/s offered in all by get-set-rate (default: half of the slower
+                     server's get-set rate in this run, or 25000 when get-set did not run)
   --only A,B         run only the named workloads (see the list below)
   --items-scale F    multiply the items the fill workloads write by F (default 1, at most 4)
   --wait-quiet SECS  before each run, wait up to SECS for other processes to use < 0.1 core
@@ -152,7 +153,7 @@ fn parse_args(args: &[String]) -> Res<Opts> {
         threads: 2,
         fill_threads: 4,
         mem_mb: 64,
-        rate: PACED_RATE,
+        rate: 0,
         fill_divisor: 1,
         items_scale: 1.0,
         only: Vec::new(),
@@ -1006,9 +1007,31 @@ fn workloads(opts: &Opts) -> Vec<Workload> {
     ]
 }
 
-/// Default offered load of get-set-rate, requests/s in all: well under what either server
-/// does closed-loop on the 2-core machine (120-140k when it is quiet), so that both keep up.
-const PACED_RATE: u64 = 50_000;
+/// Offered load of get-set-rate, requests/s in all, when neither `--rate` nor a get-set run
+/// in the same invocation gives one: well under what either server does closed-loop on the
+/// 2-core machine (50-140k, depending on the machine), so that both keep up.
+const PACED_RATE: u64 = 25_000;
+
+/// The offered load for get-set-rate: `--rate`, else half of the slower server's median
+/// closed-loop get-set rate in this run (so that neither is saturated on any machine), in
+/// thousands, else [`PACED_RATE`].
+fn paced_rate(opts: &Opts, results: &Results) -> u64 {
+    if opts.rate > 0 {
+        return opts.rate;
+    }
+    match medians(results, "get-set", is_rate) {
+        Some(m) => ((m[0].min(m[1]) / 2.0 / 1000.0).floor() as u64).max(1) * 1000,
+        None => PACED_RATE,
+    }
+}
+
+/// The offered load get-set-rate ran at, if it ran.
+fn ran_rate(results: &Results) -> Option<u64> {
+    results.iter().find_map(|(w, _)| match w.kind {
+        Kind::Throughput { rate, .. } if w.name == "get-set-rate" => Some(rate),
+        _ => None,
+    })
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Better {
@@ -2643,7 +2666,12 @@ fn main() {
     let mut results = Vec::new();
     let mut noisy = 0;
     println!();
-    for wl in selected {
+    for mut wl in selected {
+        if let Kind::Throughput { rate, .. } = &mut wl.kind {
+            if wl.name == "get-set-rate" {
+                *rate = paced_rate(&opts, &results);
+            }
+        }
         println!("running {}: {}", wl.name, wl.describe(&opts));
         let mut runs: Runs = [Vec::new(), Vec::new()];
         for round in 1..=opts.rounds {
@@ -2689,10 +2717,11 @@ fn main() {
     for (wl, runs) in &results {
         any_failed |= print_table(wl, &opts, runs);
     }
-    print_targets(&results, opts.rate);
+    let rate = ran_rate(&results).unwrap_or(0);
+    print_targets(&results, rate);
     if opts.force_charts || (opts.charts && opts.only.is_empty()) {
         println!();
-        if let Err(e) = write_charts(&results, opts.rate) {
+        if let Err(e) = write_charts(&results, rate) {
             println!("charts not written: {e}");
         }
     }

@@ -15,7 +15,7 @@ use metrics::{counter, describe_counter, describe_gauge, gauge, with_local_recor
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::command::latency::{BUCKETS, CommandClass};
-use crate::command::{Context, PROTOCOL_VERSION};
+use crate::command::{Closed, Context, PROTOCOL_VERSION};
 use crate::storage::ClassStats;
 
 /// Families and their help texts. Counters end in `_total` except where memcached_exporter's
@@ -168,6 +168,18 @@ const COUNTERS: &[(&str, &str)] = &[
         "Runs of the background reaper (each visits every shard).",
     ),
     ("memcrab_meta_commands_total", "Meta commands processed."),
+    (
+        "memcrab_connections_closed_total",
+        "Connections closed, by reason (client, quit, protocol_error, idle_timeout, shutdown, io_error).",
+    ),
+    (
+        "memcrab_get_expired_total",
+        "Gets that found only an expired item (stats get_expired).",
+    ),
+    (
+        "memcrab_get_flushed_total",
+        "Gets that found an item invalidated by flush_all (stats get_flushed).",
+    ),
 ];
 
 const GAUGES: &[(&str, &str)] = &[
@@ -439,6 +451,12 @@ impl Exporter {
         counter!("memcrab_reaper_items_checked_total").absolute(s.ops.crawler_items_checked);
         counter!("memcrab_reaper_runs_total").absolute(passes);
         counter!("memcrab_meta_commands_total").absolute(load(&c.meta_cmds));
+        for why in Closed::ALL {
+            counter!("memcrab_connections_closed_total", "reason" => why.name())
+                .absolute(load(&c.closed[why as usize]));
+        }
+        counter!("memcrab_get_expired_total").absolute(s.ops.get_expired);
+        counter!("memcrab_get_flushed_total").absolute(s.ops.get_flushed);
         gauge!("memcrab_connection_buffer_bytes", "direction" => "read")
             .set(c.read_buffer_bytes.load(Ordering::Relaxed).max(0) as f64);
         gauge!("memcrab_connection_buffer_bytes", "direction" => "write")

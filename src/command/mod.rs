@@ -50,6 +50,48 @@ pub struct Counters {
     /// Capacity of all connections' read and write buffers (memory outside `-m`).
     pub read_buffer_bytes: AtomicI64,
     pub write_buffer_bytes: AtomicI64,
+    /// Connections closed, by [`Closed`] reason.
+    pub closed: [AtomicU64; Closed::ALL.len()],
+}
+
+/// Why a connection was closed (`memcrab_connections_closed_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// End of stream or reset from the peer.
+    Client,
+    /// `quit`.
+    Quit,
+    /// Input memcached also drops the connection for (an overlong line, foreign protocol).
+    ProtocolError,
+    /// `-o idle_timeout`.
+    IdleTimeout,
+    /// Server shutdown (the drain, or the `shutdown` command).
+    Shutdown,
+    /// A socket error.
+    IoError,
+}
+
+impl Closed {
+    pub const ALL: [Closed; 6] = [
+        Closed::Client,
+        Closed::Quit,
+        Closed::ProtocolError,
+        Closed::IdleTimeout,
+        Closed::Shutdown,
+        Closed::IoError,
+    ];
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Closed::Client => "client",
+            Closed::Quit => "quit",
+            Closed::ProtocolError => "protocol_error",
+            Closed::IdleTimeout => "idle_timeout",
+            Closed::Shutdown => "shutdown",
+            Closed::IoError => "io_error",
+        }
+    }
 }
 
 /// What the connection should do after a request.

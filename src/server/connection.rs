@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use bytes::{Buf, BufMut, BytesMut};
 
 use crate::command::latency::{CommandClass, LocalLatency};
-use crate::command::{ConnInfo, Context, Outcome, conn_state as state, line};
+use crate::command::{Closed, ConnInfo, Context, Outcome, conn_state as state, line};
 use crate::protocol::{Limits, Parsed, ascii};
 
 /// Bytes asked of the socket per read (memcached reads 16 KB at a time too).
@@ -96,8 +96,8 @@ pub(super) enum Next {
     Write,
     /// `-R` requests ran in a row: run the rest after the other connections had a turn.
     Yield,
-    /// Close the connection (client quit, error, end of stream, `shutdown`).
-    Close,
+    /// Close the connection, for this reason.
+    Close(Closed),
 }
 
 /// What the worker lends a connection while driving it.
@@ -168,7 +168,12 @@ impl Connection {
                 if env.ctx.verbosity.load(Ordering::Relaxed) > 0 {
                     eprintln!("<{} error: {e}", self.info.fd);
                 }
-                Next::Close
+                match e.kind() {
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
+                        Next::Close(Closed::Client)
+                    }
+                    _ => Next::Close(Closed::IoError),
+                }
             }
         }
     }
@@ -192,10 +197,10 @@ impl Connection {
                     }
                     return Ok(Next::Yield);
                 }
-                Step::Close => {
+                Step::Close(why) => {
                     // Best effort: the last replies (an error, say) before closing.
                     let _ = self.write_out(env.ctx);
-                    return Ok(Next::Close);
+                    return Ok(Next::Close(why));
                 }
             }
             // End of a batch: one write for all its replies (held back while a refused
@@ -212,7 +217,7 @@ impl Connection {
             }
             self.info.state.store(state::READ, Ordering::Relaxed);
             match self.read()? {
-                Some(0) => return Ok(Next::Close),
+                Some(0) => return Ok(Next::Close(Closed::Client)),
                 Some(n) => {
                     env.ctx
                         .counters
@@ -359,7 +364,7 @@ impl Connection {
                     self.info.state.store(state::NREAD, Ordering::Relaxed);
                     return Step::NeedInput;
                 }
-                Parsed::Close => return Step::Close,
+                Parsed::Close => return Step::Close(Closed::ProtocolError),
                 Parsed::Request(req, used) => {
                     self.swallow = req.swallow();
                     let outcome = ctx.execute(&req, &self.info, &mut self.out);
@@ -389,10 +394,10 @@ impl Connection {
             *handled += 1;
             match outcome {
                 Outcome::Continue => {}
-                Outcome::Close => return Step::Close,
+                Outcome::Close => return Step::Close(Closed::Quit),
                 Outcome::Shutdown => {
                     *env.stop_requested = true;
-                    return Step::Close;
+                    return Step::Close(Closed::Shutdown);
                 }
             }
         }
@@ -453,5 +458,5 @@ enum Step {
     NeedInput,
     OutFull,
     Yield,
-    Close,
+    Close(Closed),
 }

@@ -20,7 +20,7 @@ use slab::Slab;
 use super::DRAIN_TIMEOUT;
 use super::connection::{Connection, Env, Next, Stream};
 use crate::command::latency::LocalLatency;
-use crate::command::{ConnInfo, Context};
+use crate::command::{Closed, ConnInfo, Context};
 use crate::protocol::Limits;
 use crate::storage::item::MAX_HEADER_LEN;
 
@@ -199,14 +199,15 @@ impl Worker {
         match next {
             Next::Read | Next::Write => {}
             Next::Yield => self.yielded.push(key),
-            Next::Close => self.close(key),
+            Next::Close(why) => self.close(key, why),
         }
     }
 
-    fn close(&mut self, key: usize) {
+    fn close(&mut self, key: usize, why: Closed) {
         let Some(conn) = self.conns.try_remove(key) else {
             return;
         };
+        self.ctx.counters.closed[why as usize].fetch_add(1, Ordering::Relaxed);
         if self.ctx.verbosity.load(Ordering::Relaxed) > 1 {
             eprintln!("<{} connection closed.", conn.info.fd);
         }
@@ -232,7 +233,7 @@ impl Worker {
             .collect();
         for key in idle {
             self.ctx.counters.idle_kicks.fetch_add(1, Ordering::Relaxed);
-            self.close(key);
+            self.close(key, Closed::IdleTimeout);
         }
     }
 
@@ -260,7 +261,7 @@ impl Worker {
                 .map(|(key, _)| key)
                 .collect();
             for key in done {
-                self.close(key);
+                self.close(key, Closed::Shutdown);
             }
             if self.conns.is_empty() || Instant::now() >= deadline {
                 break;
@@ -286,7 +287,7 @@ impl Worker {
         }
         let rest: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for key in rest {
-            self.close(key);
+            self.close(key, Closed::Shutdown);
         }
         // Connections handed over after the stop are closed unserved.
         while let Ok(Accepted { .. }) = self.rx.try_recv() {

@@ -192,6 +192,9 @@ EXTRAS = {
     "memcrab_hash_table_bytes": ("gauge", set()),
     "memcrab_threads": ("gauge", set()),
     "memcrab_draining": ("gauge", set()),
+    "memcrab_connections_closed_total": ("counter", {"reason"}),
+    "memcrab_get_expired_total": ("counter", set()),
+    "memcrab_get_flushed_total": ("counter", set()),
     # section 5: labels version and revision
     "memcrab_build_info": ("gauge", {"version", "revision"}),
     # section 5, standard process metrics
@@ -593,6 +596,77 @@ def test_memcrab_extras_and_process_metrics(start_server):
         stats_dict(server.client())["threads"]
     )
     assert result.value("process_open_fds") > 0
+
+
+CLOSE_REASONS = {"client", "quit", "protocol_error", "idle_timeout", "shutdown", "io_error"}
+
+
+def closed_by_reason(port):
+    result = scrape(port)
+    return {
+        dict(k)["reason"]: v
+        for k, v in result.series("memcrab_connections_closed_total").items()
+    }
+
+
+def wait_closed(port, base, reason, timeout=5.0):
+    """The closes since `base`, once `reason` has one more (or after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = {k: v - base[k] for k, v in closed_by_reason(port).items()}
+        if got[reason] >= 1 or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+def test_connections_closed_by_reason_and_get_expired(start_server):
+    server, mport = start_with_metrics(start_server, "-o", "idle_timeout=1")
+    base = closed_by_reason(mport)
+    assert set(base) == CLOSE_REASONS
+    # client: end of stream
+    s = socket.create_connection((HOST, server.port))
+    s.sendall(b"version\r\n")
+    assert s.recv(100).startswith(b"VERSION")
+    s.close()
+    assert wait_closed(mport, base, "client")["client"] == 1
+    base = closed_by_reason(mport)
+    # quit
+    s = socket.create_connection((HOST, server.port))
+    s.sendall(b"quit\r\n")
+    assert s.recv(100) == b""
+    s.close()
+    assert wait_closed(mport, base, "quit") == dict.fromkeys(CLOSE_REASONS, 0) | {"quit": 1}
+    base = closed_by_reason(mport)
+    # protocol_error: a line past the limit with no end, which memcached drops too
+    s = socket.create_connection((HOST, server.port))
+    s.sendall(b"x" * 8192)
+    s.settimeout(5)
+    assert s.recv(1000) == b""
+    s.close()
+    got = wait_closed(mport, base, "protocol_error")
+    assert got == dict.fromkeys(CLOSE_REASONS, 0) | {"protocol_error": 1}
+    base = closed_by_reason(mport)
+    # idle_timeout
+    s = socket.create_connection((HOST, server.port))
+    s.sendall(b"version\r\n")
+    s.recv(100)
+    s.settimeout(10)
+    assert s.recv(100) == b""
+    s.close()
+    got = wait_closed(mport, base, "idle_timeout")
+    assert got == dict.fromkeys(CLOSE_REASONS, 0) | {"idle_timeout": 1}
+
+
+def test_get_expired_total_follows_stats(start_server):
+    # Without the reaper, the expired item is still there for the get to find.
+    server, mport = start_with_metrics(start_server, "-o", "no_lru_crawler")
+    c = server.client()
+    c.set("soon", b"v", expire=1, noreply=False)
+    time.sleep(2.2)
+    assert c.get("soon") is None
+    assert scrape(mport).value("memcrab_get_expired_total") == float(
+        stats_dict(c)["get_expired"]
+    ) == 1.0
 
 
 # --------------------------------------------------------------------------

@@ -390,6 +390,61 @@ mod tests {
     }
 
     #[test]
+    fn random_operations_agree_with_a_hash_map() {
+        // Entries are (location -> hash); a second map keeps what the index must answer.
+        use std::collections::HashMap;
+        let mut index = Index::new();
+        let mut model: HashMap<Loc, u64> = HashMap::new();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut fresh = 0u32;
+        let mut last_hash = 0;
+        for step in 0..200_000u32 {
+            let r = next();
+            match r % 4 {
+                // insert a new entry (one in eight shares the previous one's hash)
+                0 | 1 => {
+                    let hash = if r % 16 == 1 { last_hash } else { next() };
+                    last_hash = hash;
+                    fresh += 1;
+                    let at = fresh;
+                    // As in a shard, the new entry's key is readable before it is linked.
+                    model.insert(at, hash);
+                    index.insert(hash, at, &|l| model[&l]);
+                }
+                // remove an entry, or one that is not there
+                2 => {
+                    let at = (next() % u64::from(fresh.max(1) + 10)) as Loc;
+                    let hash = model.get(&at).copied().unwrap_or_else(|| next());
+                    assert_eq!(
+                        index.remove(hash, |l| l == at).is_some(),
+                        model.remove(&at).is_some()
+                    );
+                }
+                // repoint an entry
+                _ => {
+                    let at = (next() % u64::from(fresh.max(1))) as Loc;
+                    if let Some(hash) = model.remove(&at) {
+                        fresh += 1;
+                        let to = fresh;
+                        *index.get_mut(hash, |l| l == at).expect("present") = to;
+                        model.insert(to, hash);
+                    }
+                }
+            }
+            assert_eq!(index.len(), model.len(), "step {step}");
+        }
+        for (&at, &hash) in &model {
+            assert_eq!(index.get(hash, |l| l == at), Some(at));
+        }
+    }
+
+    #[test]
     fn get_mut_repoints_and_clear_empties() {
         let mut index = Index::new();
         index.insert(h(7), 7, &h);

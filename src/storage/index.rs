@@ -420,7 +420,7 @@ mod tests {
                 // remove an entry, or one that is not there
                 2 => {
                     let at = (next() % u64::from(fresh.max(1) + 10)) as Loc;
-                    let hash = model.get(&at).copied().unwrap_or_else(|| next());
+                    let hash = model.get(&at).copied().unwrap_or_else(&mut next);
                     assert_eq!(
                         index.remove(hash, |l| l == at).is_some(),
                         model.remove(&at).is_some()

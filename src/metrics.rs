@@ -15,7 +15,7 @@ use metrics::{counter, describe_counter, describe_gauge, gauge, with_local_recor
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::command::latency::{BUCKETS, CommandClass};
-use crate::command::{Closed, Context, PROTOCOL_VERSION};
+use crate::command::{Closed, Context, PROTOCOL_VERSION, Rejected};
 use crate::storage::ClassStats;
 
 /// Families and their help texts. Counters end in `_total` except where memcached_exporter's
@@ -171,6 +171,10 @@ const COUNTERS: &[(&str, &str)] = &[
     (
         "memcrab_connections_closed_total",
         "Connections closed, by reason (client, quit, protocol_error, idle_timeout, shutdown, io_error).",
+    ),
+    (
+        "memcrab_protocol_errors_total",
+        "Rejected input, by kind (unknown_command, bad_command_line, bad_data_chunk, line_too_long, foreign_protocol, too_large, out_of_memory).",
     ),
     (
         "memcrab_get_expired_total",
@@ -454,6 +458,10 @@ impl Exporter {
         for why in Closed::ALL {
             counter!("memcrab_connections_closed_total", "reason" => why.name())
                 .absolute(load(&c.closed[why as usize]));
+        }
+        for kind in Rejected::ALL {
+            counter!("memcrab_protocol_errors_total", "kind" => kind.name())
+                .absolute(load(&c.rejected[kind as usize]));
         }
         counter!("memcrab_get_expired_total").absolute(s.ops.get_expired);
         counter!("memcrab_get_flushed_total").absolute(s.ops.get_flushed);

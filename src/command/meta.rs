@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Context, line, store_error};
+use super::{Context, Rejected, line};
 use crate::protocol::meta::encode_key;
 use crate::protocol::{Meta, MetaCommand, MetaFlags};
 use crate::storage::{
@@ -162,7 +162,7 @@ impl Context {
                 if e == StoreError::TooLarge {
                     self.store.too_large(&m.key, true);
                 }
-                line(out, store_error(e));
+                line(out, self.store_error(e));
                 return;
             }
         };
@@ -222,6 +222,7 @@ impl Context {
         let outcome = match self.store.delta_with(&m.key, &opts) {
             Ok(outcome) => outcome,
             Err(_) => {
+                self.counters.reject(Rejected::OutOfMemory);
                 line(out, "SERVER_ERROR out of memory");
                 return;
             }

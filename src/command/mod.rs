@@ -20,7 +20,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::config::Config;
-use crate::protocol::{Request, ShutdownMode, StoreMode};
+use crate::protocol::{ProtocolError, Request, ShutdownMode, StoreMode};
 use crate::storage::{DeltaResult, Mode, Store, StoreError, StoreResult};
 
 pub use stats::{ConnInfo, active_classes, rusage_seconds, state as conn_state};
@@ -52,6 +52,67 @@ pub struct Counters {
     pub write_buffer_bytes: AtomicI64,
     /// Connections closed, by [`Closed`] reason.
     pub closed: [AtomicU64; Closed::ALL.len()],
+    /// Rejected input, by [`Rejected`] kind.
+    pub rejected: [AtomicU64; Rejected::ALL.len()],
+}
+
+/// Input refused with an error reply or a close (`memcrab_protocol_errors_total{kind}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// `ERROR`.
+    UnknownCommand,
+    /// A `CLIENT_ERROR` about the command line (format, flags, tokens, exptime, delta).
+    BadCommandLine,
+    /// `CLIENT_ERROR bad data chunk`.
+    BadDataChunk,
+    /// A line past the limit: the connection is closed.
+    LineTooLong,
+    /// An HTTP request line: the connection is closed.
+    ForeignProtocol,
+    /// `SERVER_ERROR object too large for cache`.
+    TooLarge,
+    /// `SERVER_ERROR out of memory ...`.
+    OutOfMemory,
+}
+
+impl Rejected {
+    pub const ALL: [Rejected; 7] = [
+        Rejected::UnknownCommand,
+        Rejected::BadCommandLine,
+        Rejected::BadDataChunk,
+        Rejected::LineTooLong,
+        Rejected::ForeignProtocol,
+        Rejected::TooLarge,
+        Rejected::OutOfMemory,
+    ];
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rejected::UnknownCommand => "unknown_command",
+            Rejected::BadCommandLine => "bad_command_line",
+            Rejected::BadDataChunk => "bad_data_chunk",
+            Rejected::LineTooLong => "line_too_long",
+            Rejected::ForeignProtocol => "foreign_protocol",
+            Rejected::TooLarge => "too_large",
+            Rejected::OutOfMemory => "out_of_memory",
+        }
+    }
+
+    /// The kind of a parse error.
+    pub fn of(error: ProtocolError) -> Self {
+        match error {
+            ProtocolError::UnknownCommand => Rejected::UnknownCommand,
+            ProtocolError::BadDataChunk => Rejected::BadDataChunk,
+            _ => Rejected::BadCommandLine,
+        }
+    }
+}
+
+impl Counters {
+    pub fn reject(&self, kind: Rejected) {
+        self.rejected[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Why a connection was closed (`memcrab_connections_closed_total{reason}`).
@@ -186,13 +247,13 @@ impl Context {
                     Ok((StoreResult::NotStored, _)) => "NOT_STORED",
                     Ok((StoreResult::Exists, _)) => "EXISTS",
                     Ok((StoreResult::NotFound, _)) => "NOT_FOUND",
-                    Err(e) => store_error(e),
+                    Err(e) => self.store_error(e),
                 };
                 line(out, reply);
             }
             Request::TooLarge { mode, ref key, .. } => {
                 self.store.too_large(key, mode == StoreMode::Set);
-                line(out, store_error(StoreError::TooLarge));
+                line(out, self.store_error(StoreError::TooLarge));
             }
             Request::Delete { key, .. } => {
                 self.detail(key, dump::DetailOp::Delete);
@@ -217,7 +278,7 @@ impl Context {
                     out,
                     "CLIENT_ERROR cannot increment or decrement non-numeric value",
                 ),
-                Err(e) => line(out, store_error(e)),
+                Err(e) => line(out, self.store_error(e)),
             },
             Request::Touch { key, exptime, .. } => {
                 let hit = self.store.touch(key, exptime);
@@ -302,10 +363,19 @@ fn engine_mode(mode: StoreMode) -> Mode {
     }
 }
 
-pub(crate) fn store_error(e: StoreError) -> &'static str {
-    match e {
-        StoreError::TooLarge => "SERVER_ERROR object too large for cache",
-        StoreError::NoMemory => "SERVER_ERROR out of memory storing object",
+impl Context {
+    /// The reply to a refused write, counted.
+    pub(crate) fn store_error(&self, e: StoreError) -> &'static str {
+        match e {
+            StoreError::TooLarge => {
+                self.counters.reject(Rejected::TooLarge);
+                "SERVER_ERROR object too large for cache"
+            }
+            StoreError::NoMemory => {
+                self.counters.reject(Rejected::OutOfMemory);
+                "SERVER_ERROR out of memory storing object"
+            }
+        }
     }
 }
 

@@ -181,6 +181,15 @@ impl ProtocolError {
     }
 }
 
+/// Why a connection is dropped without a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// A line past the limit (memcached closes too).
+    LineTooLong,
+    /// An HTTP request line.
+    ForeignProtocol,
+}
+
 /// The parser's answer for the bytes buffered so far.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed<'a> {
@@ -196,8 +205,8 @@ pub enum Parsed<'a> {
         swallow: usize,
         noreply: bool,
     },
-    /// Close the connection without a reply (a line too long, an HTTP request).
-    Close,
+    /// Close the connection without a reply.
+    Close(Dropped),
 }
 
 /// Limits the parser enforces.

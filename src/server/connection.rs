@@ -17,8 +17,8 @@ use std::sync::atomic::Ordering;
 use bytes::{Buf, BufMut, BytesMut};
 
 use crate::command::latency::{CommandClass, LocalLatency};
-use crate::command::{Closed, ConnInfo, Context, Outcome, conn_state as state, line};
-use crate::protocol::{Limits, Parsed, ascii};
+use crate::command::{Closed, ConnInfo, Context, Outcome, Rejected, conn_state as state, line};
+use crate::protocol::{Dropped, Limits, Parsed, ascii};
 
 /// Bytes asked of the socket per read (memcached reads 16 KB at a time too).
 pub(super) const READ_CHUNK: usize = 16 * 1024;
@@ -364,7 +364,13 @@ impl Connection {
                     self.info.state.store(state::NREAD, Ordering::Relaxed);
                     return Step::NeedInput;
                 }
-                Parsed::Close => return Step::Close(Closed::ProtocolError),
+                Parsed::Close(why) => {
+                    ctx.counters.reject(match why {
+                        Dropped::LineTooLong => Rejected::LineTooLong,
+                        Dropped::ForeignProtocol => Rejected::ForeignProtocol,
+                    });
+                    return Step::Close(Closed::ProtocolError);
+                }
                 Parsed::Request(req, used) => {
                     self.swallow = req.swallow();
                     let outcome = ctx.execute(&req, &self.info, &mut self.out);
@@ -380,6 +386,7 @@ impl Connection {
                     swallow,
                     noreply,
                 } => {
+                    ctx.counters.reject(Rejected::of(error));
                     if !noreply {
                         line(&mut self.out, error.message());
                     }

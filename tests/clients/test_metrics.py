@@ -193,6 +193,7 @@ EXTRAS = {
     "memcrab_threads": ("gauge", set()),
     "memcrab_draining": ("gauge", set()),
     "memcrab_connections_closed_total": ("counter", {"reason"}),
+    "memcrab_protocol_errors_total": ("counter", {"kind"}),
     "memcrab_get_expired_total": ("counter", set()),
     "memcrab_get_flushed_total": ("counter", set()),
     # section 5: labels version and revision
@@ -655,6 +656,67 @@ def test_connections_closed_by_reason_and_get_expired(start_server):
     s.close()
     got = wait_closed(mport, base, "idle_timeout")
     assert got == dict.fromkeys(CLOSE_REASONS, 0) | {"idle_timeout": 1}
+
+
+ERROR_KINDS = {
+    "unknown_command", "bad_command_line", "bad_data_chunk", "line_too_long",
+    "foreign_protocol", "too_large", "out_of_memory",
+}  # fmt: skip
+
+
+def protocol_errors(port):
+    return {
+        dict(k)["kind"]: v
+        for k, v in scrape(port).series("memcrab_protocol_errors_total").items()
+    }
+
+
+def exchange(port, data):
+    """Sends `data`, returns what comes back until the server closes or goes quiet."""
+    s = socket.create_connection((HOST, port))
+    s.sendall(data)
+    s.settimeout(0.5)
+    got = b""
+    try:
+        while chunk := s.recv(4096):
+            got += chunk
+    except socket.timeout:
+        pass
+    s.close()
+    return got
+
+
+def test_protocol_errors_by_kind(start_server):
+    # -m 2 with evictions off: a second large value finds no memory.
+    server, mport = start_with_metrics(start_server, "-m", "2", "-M")
+    assert set(protocol_errors(mport)) == ERROR_KINDS
+    base = protocol_errors(mport)
+    cases = [
+        (b"bogus\r\n", b"ERROR\r\n", "unknown_command"),
+        (b"set k 0 0\r\n", b"CLIENT_ERROR bad command line format\r\n", "bad_command_line"),
+        (b"set k 0 0 1\r\nxyz\r\n", b"CLIENT_ERROR bad data chunk\r\n", "bad_data_chunk"),
+        (b"set k 0 0 2000000\r\n" + b"x" * 2_000_000 + b"\r\n", b"SERVER_ERROR object too large for cache\r\n", "too_large"),
+        (b"GET / HTTP/1.1\r\n", b"", "foreign_protocol"),
+        (b"x" * 8192, b"", "line_too_long"),
+    ]
+    for request, reply, kind in cases:
+        got = exchange(server.port, request)
+        assert got.startswith(reply), (request[:20], got)
+        now = protocol_errors(mport)
+        assert now[kind] - base[kind] >= 1, (kind, now)
+        base = now
+    s = socket.create_connection((HOST, server.port))
+    reader = s.makefile("rb")
+    for i in range(100):
+        s.sendall(b"set big%d 0 0 60000\r\n%s\r\n" % (i, b"v" * 60_000))
+        reply = reader.readline()
+        if reply.startswith(b"SERVER_ERROR out of memory"):
+            break
+        assert reply == b"STORED\r\n", reply
+    else:
+        pytest.fail("-M never ran out of memory")
+    s.close()
+    assert protocol_errors(mport)["out_of_memory"] - base["out_of_memory"] >= 1
 
 
 def test_get_expired_total_follows_stats(start_server):

@@ -10,7 +10,7 @@ mod tests;
 
 use memchr::memchr;
 
-use super::{Limits, MAX_KEY_LEN, Parsed, ProtocolError, Request, ShutdownMode};
+use super::{Dropped, Limits, MAX_KEY_LEN, Parsed, ProtocolError, Request, ShutdownMode};
 
 /// Without a newline in this many buffered bytes, a line is too long and the connection is
 /// closed (memcached's rule), unless it is a `get`/`gets`, whose key lists may be long.
@@ -32,7 +32,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             buf.len() > MAX_LINE
         };
         return if too_long {
-            Parsed::Close
+            Parsed::Close(Dropped::LineTooLong)
         } else {
             Parsed::Incomplete
         };
@@ -43,7 +43,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         MAX_LINE_COMPLETE
     };
     if nl > limit {
-        return Parsed::Close;
+        return Parsed::Close(Dropped::LineTooLong);
     }
     let end = if nl > 0 && buf[nl - 1] == b'\r' {
         nl - 1
@@ -159,7 +159,7 @@ fn parse_line<'a>(line: &'a [u8], consumed: usize, buf: &'a [u8], limits: &Limit
         _ => {
             // An HTTP request line: close without a word.
             if n > 0 && n <= MAX_TOKENS && tokens.get(n - 1).starts_with(b"HTTP/") {
-                return Parsed::Close;
+                return Parsed::Close(Dropped::ForeignProtocol);
             }
             Err(ProtocolError::UnknownCommand)
         }

@@ -388,7 +388,10 @@ fn too_large_values_are_not_buffered() {
 
 #[test]
 fn long_lines_close_the_connection_unless_they_are_gets() {
-    assert_eq!(p(&[b'x'; MAX_LINE + 1]), Parsed::Close);
+    assert_eq!(
+        p(&[b'x'; MAX_LINE + 1]),
+        Parsed::Close(Dropped::LineTooLong)
+    );
     assert_eq!(p(&[b'x'; MAX_LINE]), Parsed::Incomplete);
     let mut line = vec![b'x'; 4000];
     line.extend_from_slice(b"\r\n");
@@ -401,7 +404,7 @@ fn long_lines_close_the_connection_unless_they_are_gets() {
     ));
     let mut line = vec![b'x'; MAX_LINE_COMPLETE + 1];
     line.extend_from_slice(b"\r\n");
-    assert_eq!(p(&line), Parsed::Close);
+    assert_eq!(p(&line), Parsed::Close(Dropped::LineTooLong));
     let mut get = b"get ".to_vec();
     for i in 0..15_000 {
         get.extend_from_slice(format!("key{i} ").as_bytes());
@@ -409,7 +412,10 @@ fn long_lines_close_the_connection_unless_they_are_gets() {
     assert_eq!(p(&get), Parsed::Incomplete);
     get.extend_from_slice(b"\r\n");
     assert!(matches!(p(&get), Parsed::Request(Request::Get { .. }, _)));
-    assert_eq!(p(b"GET / HTTP/1.1\r\n"), Parsed::Close);
+    assert_eq!(
+        p(b"GET / HTTP/1.1\r\n"),
+        Parsed::Close(Dropped::ForeignProtocol)
+    );
 }
 
 #[test]
@@ -526,7 +532,7 @@ fn random_input_never_panics_or_overreads() {
         match p(&input) {
             Parsed::Request(_, used) => assert!(used <= input.len()),
             Parsed::Error { consumed, .. } => assert!(consumed <= input.len()),
-            Parsed::Incomplete | Parsed::Close => {}
+            Parsed::Incomplete | Parsed::Close(_) => {}
         }
     }
 }

@@ -891,7 +891,7 @@ const THROUGHPUT_WORKLOADS: [&str; 5] = [
 ];
 
 fn size_label(v: usize) -> String {
-    if v >= 1024 && v % 1024 == 0 {
+    if v >= 1024 && v.is_multiple_of(1024) {
         format!("{} KiB", v / 1024)
     } else {
         format!("{v} B")
@@ -2667,10 +2667,10 @@ fn main() {
     let mut noisy = 0;
     println!();
     for mut wl in selected {
-        if let Kind::Throughput { rate, .. } = &mut wl.kind {
-            if wl.name == "get-set-rate" {
-                *rate = paced_rate(&opts, &results);
-            }
+        if let Kind::Throughput { rate, .. } = &mut wl.kind
+            && wl.name == "get-set-rate"
+        {
+            *rate = paced_rate(&opts, &results);
         }
         println!("running {}: {}", wl.name, wl.describe(&opts));
         let mut runs: Runs = [Vec::new(), Vec::new()];

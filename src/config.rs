@@ -491,7 +491,7 @@ impl Cli {
                 st.slab_chunk_max, st.item_size_max
             ));
         }
-        if st.item_size_max % st.slab_chunk_max != 0 {
+        if !st.item_size_max.is_multiple_of(st.slab_chunk_max) {
             return err(format!(
                 "-I (item_size_max: {}) must be evenly divisible by slab_chunk_max (bytes: {})",
                 st.item_size_max, st.slab_chunk_max

@@ -128,10 +128,10 @@ impl Worker {
                 match event.token() {
                     WAKER => self.admit(),
                     Token(key) => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            if let Some(conn) = self.conns.get_mut(key) {
-                                conn.readable(event.is_read_closed());
-                            }
+                        if (event.is_readable() || event.is_read_closed() || event.is_error())
+                            && let Some(conn) = self.conns.get_mut(key)
+                        {
+                            conn.readable(event.is_read_closed());
                         }
                         self.drive(key, false);
                     }

@@ -215,7 +215,7 @@ impl Context {
         stat(out, "conn_yields", load(&c.conn_yields));
         stat(out, "hash_power_level", buckets.ilog2());
         stat(out, "hash_bytes", s.index_bytes);
-        stat(out, "hash_is_expanding", 0);
+        stat(out, "hash_is_expanding", u8::from(s.index_expanding > 0));
         for name in [
             "slab_reassign_rescues",
             "slab_reassign_chunk_rescues",

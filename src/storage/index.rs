@@ -20,13 +20,15 @@
 //! would take it past [`MAX_LOAD_PCT`]. It then sits between 72% and 90% load: 5.6 to 6.9
 //! bytes per item.
 //!
-//! Growing rehashes every entry, and an entry's hash is recomputed from its item's key (the
-//! index stores no hashes, which would cost 4-8 bytes a slot); so does each displacement.
-//! A growth holds the shard's lock for the whole rehash (roughly 0.1-0.2 s per million
-//! entries in the shard), as hashbrown's doubling did; growing in steps of a quarter makes
-//! those pauses more frequent while a cache fills, and never once it is full. Moving entries
-//! a few at a time while both tables are live (memcached's background expansion) is the
-//! change that would remove them.
+//! Growing is incremental, as memcached's hash table expansion is: a growth allocates the
+//! larger table and keeps the old one beside it, lookups search both, and each insert then
+//! moves [`MOVE_PER_INSERT`] of the old table's groups into the new one (the shard's reaper
+//! moves more while no inserts come), emptying them as it goes. Moving an entry recomputes
+//! its hash from its item's key (the index stores no hashes, which would cost 4-8 bytes a
+//! slot), so rehashing a whole table at once held the shard's lock for 0.1-0.2 s per million
+//! entries; spread out, it costs an insert a few microseconds at most. The old table is
+//! empty long before the new one can need to grow again (it is moved after an eighth as many
+//! inserts as that would take); if it ever is not, the growth finishes the move first.
 
 use super::shard::Loc;
 
@@ -38,6 +40,8 @@ const MAX_LOAD_PCT: usize = 90;
 const GROWN_LOAD_PCT: usize = 72;
 /// Displacements one insert may make before the table grows instead.
 const MAX_KICKS: usize = 128;
+/// Groups of the old table each insert moves while a growth is under way (about 14 entries).
+const MOVE_PER_INSERT: usize = 2;
 /// Multiplier that derives a key's second group from all 64 bits of its hash.
 const SECOND: u64 = 0x9E37_79B9_7F4A_7C15;
 
@@ -83,16 +87,167 @@ impl Group {
     fn first_empty(&self) -> Option<usize> {
         slots(self.empties()).next()
     }
+
+    /// The entries in use.
+    fn entries(&self) -> impl Iterator<Item = Loc> + '_ {
+        slots(!self.empties() & !LOW7).map(|i| self.locs[i])
+    }
 }
 
 fn tag(hash: u64) -> u8 {
     ((hash >> 56) as u8).max(1)
 }
 
-pub(crate) struct Index {
+/// xorshift, for picking the entry to displace.
+fn next_random(seed: &mut u32) -> usize {
+    let mut x = *seed;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *seed = x;
+    x as usize
+}
+
+/// One table: its groups, and the entries no group had room for, with their hashes.
+#[derive(Default)]
+struct Table {
     groups: Box<[Group]>,
-    /// Entries no group had room for, with their hashes.
     stash: Vec<(u64, Loc)>,
+}
+
+/// Where an entry is: which table (the old one while a growth is under way), and where in it.
+#[derive(Clone, Copy)]
+struct Pos {
+    old: bool,
+    at: Slot,
+}
+
+#[derive(Clone, Copy)]
+enum Slot {
+    Group(usize, usize),
+    Stash(usize),
+}
+
+impl Table {
+    fn with_groups(n: usize) -> Self {
+        // Zeroed memory comes from the allocator as fresh pages, touched only as entries
+        // land in them; writing `n` empty groups would fault in the whole table at once, a
+        // pause of its own at every growth.
+        // SAFETY: a group is integers only, and all-zero is a valid group (every slot empty).
+        let groups = unsafe { Box::<[Group]>::new_zeroed_slice(n).assume_init() };
+        Self {
+            groups,
+            stash: Vec::new(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.groups) + self.stash.capacity() * 16
+    }
+
+    /// The two groups a hash may live in (the same one twice in a one-group table).
+    fn homes(&self, hash: u64) -> (usize, usize) {
+        let n = self.groups.len() as u64;
+        let first = (u64::from(hash as u32) * n) >> 32;
+        let second = ((hash.wrapping_mul(SECOND) >> 32) * n) >> 32;
+        (first as usize, second as usize)
+    }
+
+    fn position(&self, hash: u64, eq: &mut impl FnMut(Loc) -> bool) -> Option<Slot> {
+        if self.groups.is_empty() {
+            return None;
+        }
+        let t = tag(hash);
+        let (a, b) = self.homes(hash);
+        // Both groups' tags are read before either is searched, so that the two cache misses
+        // overlap instead of following one another.
+        let (first, second) = (self.groups[a].matching(t), self.groups[b].matching(t));
+        if let Some(i) = slots(first).find(|&i| eq(self.groups[a].locs[i])) {
+            return Some(Slot::Group(a, i));
+        }
+        if a != b
+            && let Some(i) = slots(second).find(|&i| eq(self.groups[b].locs[i]))
+        {
+            return Some(Slot::Group(b, i));
+        }
+        self.stash
+            .iter()
+            .position(|&(h, at)| h == hash && eq(at))
+            .map(Slot::Stash)
+    }
+
+    fn loc_mut(&mut self, at: Slot) -> &mut Loc {
+        match at {
+            Slot::Group(g, i) => &mut self.groups[g].locs[i],
+            Slot::Stash(k) => &mut self.stash[k].1,
+        }
+    }
+
+    fn take(&mut self, at: Slot) -> Loc {
+        match at {
+            Slot::Group(g, i) => {
+                let group = &mut self.groups[g];
+                group.tags[i] = EMPTY;
+                group.locs[i]
+            }
+            Slot::Stash(k) => self.stash.swap_remove(k).1,
+        }
+    }
+
+    fn put(&mut self, g: usize, i: usize, hash: u64, at: Loc) {
+        let group = &mut self.groups[g];
+        group.tags[i] = tag(hash);
+        group.locs[i] = at;
+    }
+
+    /// Places an entry, displacing others if need be, or stashes the one entry the walk
+    /// could not place (maybe not this one). Returns whether it had to stash.
+    fn place(
+        &mut self,
+        mut hash: u64,
+        mut at: Loc,
+        hash_of: &dyn Fn(Loc) -> u64,
+        seed: &mut u32,
+    ) -> bool {
+        let (a, b) = self.homes(hash);
+        let free_a = self.groups[a].empties().count_ones();
+        let free_b = self.groups[b].empties().count_ones();
+        if free_a + free_b > 0 {
+            let g = if free_a >= free_b { a } else { b };
+            let i = self.groups[g].first_empty().expect("a free slot");
+            self.put(g, i, hash, at);
+            return false;
+        }
+        let mut g = if next_random(seed) & 1 == 0 { a } else { b };
+        for _ in 0..MAX_KICKS {
+            let i = next_random(seed) % GROUP;
+            let victim = self.groups[g].locs[i];
+            self.put(g, i, hash, at);
+            (hash, at) = (hash_of(victim), victim);
+            let (va, vb) = self.homes(hash);
+            let other = if va == g { vb } else { va };
+            if let Some(j) = self.groups[other].first_empty() {
+                self.put(other, j, hash, at);
+                return false;
+            }
+            g = other;
+        }
+        self.stash.push((hash, at));
+        true
+    }
+}
+
+/// The table a growth is emptying, and the first of its groups not yet moved.
+struct Moving {
+    table: Table,
+    next: usize,
+}
+
+pub(crate) struct Index {
+    table: Table,
+    /// While a growth is under way: the previous table, holding the entries not yet moved.
+    old: Option<Moving>,
+    /// Entries in both tables.
     len: usize,
     /// xorshift state for picking the entry to displace.
     seed: u32,
@@ -106,13 +261,9 @@ impl Default for Index {
 
 impl Index {
     pub(crate) fn new() -> Self {
-        Self::with_groups(0)
-    }
-
-    fn with_groups(n: usize) -> Self {
         Self {
-            groups: vec![Group::default(); n].into_boxed_slice(),
-            stash: Vec::new(),
+            table: Table::default(),
+            old: None,
             len: 0,
             seed: 0x9E37_79B9,
         }
@@ -122,172 +273,128 @@ impl Index {
         self.len
     }
 
-    /// Slots in the table.
+    /// Slots in the table (the new one while a growth is under way).
     pub(crate) fn capacity(&self) -> usize {
-        self.groups.len() * GROUP
+        self.table.groups.len() * GROUP
     }
 
-    /// Bytes of the table.
+    /// Whether a growth is under way (entries are still in the old table).
+    pub(crate) fn expanding(&self) -> bool {
+        self.old.is_some()
+    }
+
+    /// Bytes of the table, and of the old one while a growth is under way.
     pub(crate) fn bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.groups) + self.stash.capacity() * 16
+        self.table.bytes() + self.old.as_ref().map_or(0, |m| m.table.bytes())
     }
 
     /// Drops every entry and the table with them.
     pub(crate) fn clear(&mut self) {
-        self.groups = Box::new([]);
-        self.stash = Vec::new();
+        self.table = Table::default();
+        self.old = None;
         self.len = 0;
     }
 
-    /// The two groups a hash may live in (the same one twice in a one-group table).
-    fn homes(&self, hash: u64) -> (usize, usize) {
-        let n = self.groups.len() as u64;
-        let first = (u64::from(hash as u32) * n) >> 32;
-        let second = ((hash.wrapping_mul(SECOND) >> 32) * n) >> 32;
-        (first as usize, second as usize)
+    fn position(&self, hash: u64, mut eq: impl FnMut(Loc) -> bool) -> Option<Pos> {
+        if let Some(at) = self.table.position(hash, &mut eq) {
+            return Some(Pos { old: false, at });
+        }
+        let old = self.old.as_ref()?;
+        let at = old.table.position(hash, &mut eq)?;
+        Some(Pos { old: true, at })
     }
 
-    fn position(&self, hash: u64, mut eq: impl FnMut(Loc) -> bool) -> Option<Pos> {
-        if self.groups.is_empty() {
-            return None;
+    fn table_mut(&mut self, old: bool) -> &mut Table {
+        match &mut self.old {
+            Some(moving) if old => &mut moving.table,
+            _ => &mut self.table,
         }
-        let t = tag(hash);
-        let (a, b) = self.homes(hash);
-        // Both groups' tags are read before either is searched, so that the two cache misses
-        // overlap instead of following one another.
-        let (first, second) = (self.groups[a].matching(t), self.groups[b].matching(t));
-        if let Some(i) = slots(first).find(|&i| eq(self.groups[a].locs[i])) {
-            return Some(Pos::Slot(a, i));
-        }
-        if a != b {
-            if let Some(i) = slots(second).find(|&i| eq(self.groups[b].locs[i])) {
-                return Some(Pos::Slot(b, i));
-            }
-        }
-        self.stash
-            .iter()
-            .position(|&(h, at)| h == hash && eq(at))
-            .map(Pos::Stash)
     }
 
     /// The location of the entry with this hash that `eq` accepts.
     pub(crate) fn get(&self, hash: u64, eq: impl FnMut(Loc) -> bool) -> Option<Loc> {
-        match self.position(hash, eq)? {
-            Pos::Slot(g, i) => Some(self.groups[g].locs[i]),
-            Pos::Stash(k) => Some(self.stash[k].1),
-        }
+        let pos = self.position(hash, eq)?;
+        let table = match &self.old {
+            Some(moving) if pos.old => &moving.table,
+            _ => &self.table,
+        };
+        Some(match pos.at {
+            Slot::Group(g, i) => table.groups[g].locs[i],
+            Slot::Stash(k) => table.stash[k].1,
+        })
     }
 
     pub(crate) fn get_mut(&mut self, hash: u64, eq: impl FnMut(Loc) -> bool) -> Option<&mut Loc> {
-        match self.position(hash, eq)? {
-            Pos::Slot(g, i) => Some(&mut self.groups[g].locs[i]),
-            Pos::Stash(k) => Some(&mut self.stash[k].1),
-        }
+        let pos = self.position(hash, eq)?;
+        Some(self.table_mut(pos.old).loc_mut(pos.at))
     }
 
     /// Removes the entry with this hash that `eq` accepts, returning its location.
     pub(crate) fn remove(&mut self, hash: u64, eq: impl FnMut(Loc) -> bool) -> Option<Loc> {
-        let at = match self.position(hash, eq)? {
-            Pos::Slot(g, i) => {
-                let group = &mut self.groups[g];
-                group.tags[i] = EMPTY;
-                group.locs[i]
-            }
-            Pos::Stash(k) => self.stash.swap_remove(k).1,
-        };
+        let pos = self.position(hash, eq)?;
+        let at = self.table_mut(pos.old).take(pos.at);
         self.len -= 1;
         Some(at)
     }
 
     /// Adds an entry the caller knows is absent. `hash_of` gives the hash of an entry
-    /// already in the table (to displace it, or to grow the table).
+    /// already in the table (to displace it, or to move it after a growth).
     pub(crate) fn insert(&mut self, hash: u64, at: Loc, hash_of: &dyn Fn(Loc) -> u64) {
+        self.migrate(MOVE_PER_INSERT, hash_of);
         if (self.len + 1) * 100 > self.capacity() * MAX_LOAD_PCT {
             self.grow(hash_of);
         }
-        if let Err(homeless) = self.place(hash, at, hash_of) {
-            // The walk gave up: some entry (maybe not this one) has no slot.
-            self.stash.push(homeless);
-            self.len += 1;
-            if self.len * 100 >= self.capacity() * GROWN_LOAD_PCT {
-                self.grow(hash_of);
+        self.len += 1;
+        if self.table.place(hash, at, hash_of, &mut self.seed)
+            && self.len * 100 >= self.capacity() * GROWN_LOAD_PCT
+        {
+            self.grow(hash_of);
+        }
+    }
+
+    /// Moves up to `groups` groups of the old table (and, with the last, its stash) into the
+    /// new one, dropping the old table once it is empty.
+    pub(crate) fn migrate(&mut self, groups: usize, hash_of: &dyn Fn(Loc) -> u64) {
+        let Some(moving) = &mut self.old else {
+            return;
+        };
+        let end = moving
+            .next
+            .saturating_add(groups)
+            .min(moving.table.groups.len());
+        for g in moving.next..end {
+            let group = std::mem::take(&mut moving.table.groups[g]);
+            // All of a group's hashes first: each reads an item's key, likely a cache miss,
+            // and with no placement between them the misses overlap.
+            let mut hashes = [0u64; GROUP];
+            for (h, at) in hashes.iter_mut().zip(group.entries()) {
+                *h = hash_of(at);
+            }
+            for (&hash, at) in hashes.iter().zip(group.entries()) {
+                self.table.place(hash, at, hash_of, &mut self.seed);
             }
         }
-    }
-
-    fn next_random(&mut self) -> usize {
-        let mut x = self.seed;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.seed = x;
-        x as usize
-    }
-
-    fn put(&mut self, g: usize, i: usize, hash: u64, at: Loc) {
-        let group = &mut self.groups[g];
-        group.tags[i] = tag(hash);
-        group.locs[i] = at;
-    }
-
-    /// Places an entry, displacing others if need be. On failure every entry is still in the
-    /// table but the one returned.
-    fn place(
-        &mut self,
-        mut hash: u64,
-        mut at: Loc,
-        hash_of: &dyn Fn(Loc) -> u64,
-    ) -> Result<(), (u64, Loc)> {
-        let (a, b) = self.homes(hash);
-        let free_a = self.groups[a].empties().count_ones();
-        let free_b = self.groups[b].empties().count_ones();
-        if free_a + free_b > 0 {
-            let g = if free_a >= free_b { a } else { b };
-            let i = self.groups[g].first_empty().expect("a free slot");
-            self.put(g, i, hash, at);
-            self.len += 1;
-            return Ok(());
+        moving.next = end;
+        if end < moving.table.groups.len() {
+            return;
         }
-        let mut g = if self.next_random() & 1 == 0 { a } else { b };
-        for _ in 0..MAX_KICKS {
-            let i = self.next_random() % GROUP;
-            let victim = self.groups[g].locs[i];
-            self.put(g, i, hash, at);
-            (hash, at) = (hash_of(victim), victim);
-            let (va, vb) = self.homes(hash);
-            let other = if va == g { vb } else { va };
-            if let Some(j) = self.groups[other].first_empty() {
-                self.put(other, j, hash, at);
-                self.len += 1;
-                return Ok(());
-            }
-            g = other;
+        for (hash, at) in std::mem::take(&mut moving.table.stash) {
+            self.table.place(hash, at, hash_of, &mut self.seed);
         }
-        Err((hash, at))
+        self.old = None;
     }
 
-    /// Rebuilds the table a quarter larger, placing the stash again too.
+    /// Starts moving every entry into a table a quarter larger (after finishing any earlier
+    /// growth's move).
     fn grow(&mut self, hash_of: &dyn Fn(Loc) -> u64) {
+        self.migrate(usize::MAX, hash_of);
         let want = (self.len + 1) * 100 / GROWN_LOAD_PCT;
-        let mut new = Self::with_groups(want.div_ceil(GROUP).max(self.groups.len() + 1));
-        new.seed = self.seed;
-        let old = std::mem::take(&mut self.stash);
-        let entries = self.groups.iter().flat_map(|group| {
-            slots(!group.empties() & !LOW7).map(|i| (hash_of(group.locs[i]), group.locs[i]))
-        });
-        for (hash, at) in entries.chain(old) {
-            if let Err(homeless) = new.place(hash, at, hash_of) {
-                new.stash.push(homeless);
-                new.len += 1;
-            }
+        let groups = want.div_ceil(GROUP).max(self.table.groups.len() + 1);
+        let table = std::mem::replace(&mut self.table, Table::with_groups(groups));
+        if !table.groups.is_empty() {
+            self.old = Some(Moving { table, next: 0 });
         }
-        *self = new;
     }
-}
-
-enum Pos {
-    Slot(usize, usize),
-    Stash(usize),
 }
 
 #[cfg(test)]
@@ -345,7 +452,46 @@ mod tests {
             }
         }
         assert!(lowest >= 70.0, "load fell to {lowest}%");
+        // Until the move ends, the old table is there too.
+        index.migrate(usize::MAX, &h);
         assert_eq!(index.bytes(), index.capacity() / GROUP * 40);
+    }
+
+    #[test]
+    fn growth_is_spread_over_the_inserts_that_follow() {
+        // Every hash the index asks for is an entry it moves or displaces: count them per
+        // insert. Rehashing a whole table at once would ask for every entry in one insert.
+        use std::cell::Cell;
+        let asked = Cell::new(0usize);
+        let counting = |at: Loc| {
+            asked.set(asked.get() + 1);
+            h(at)
+        };
+        let mut index = Index::new();
+        let (mut most, mut growths, mut capacity) = (0, 0, 0);
+        for at in 0..300_000u32 {
+            asked.set(0);
+            index.insert(h(at), at, &counting);
+            most = most.max(asked.get());
+            if index.capacity() != capacity {
+                (growths, capacity) = (growths + 1, index.capacity());
+            }
+            if at % 1_000 == 0 {
+                // Whatever the state of a move, every entry is found.
+                for probe in (0..=at).step_by(97) {
+                    assert_eq!(index.get(h(probe), |l| l == probe), Some(probe));
+                }
+            }
+        }
+        assert!(growths > 20, "{growths} growths");
+        assert!(most <= 200, "one insert rehashed {most} entries");
+        // The reaper's steps end a move with no further inserts.
+        while index.expanding() {
+            index.migrate(1024, &h);
+        }
+        for at in 0..300_000u32 {
+            assert_eq!(index.get(h(at), |l| l == at), Some(at));
+        }
     }
 
     #[test]
@@ -439,6 +585,12 @@ mod tests {
             }
             assert_eq!(index.len(), model.len(), "step {step}");
         }
+        for (&at, &hash) in &model {
+            assert_eq!(index.get(hash, |l| l == at), Some(at));
+        }
+        index.migrate(usize::MAX, &|l| model[&l]);
+        assert!(index.old.is_none());
+        assert_eq!(index.len(), model.len());
         for (&at, &hash) in &model {
             assert_eq!(index.get(hash, |l| l == at), Some(at));
         }

@@ -566,6 +566,7 @@ impl Store {
             out.add_shard(&shard.stats);
             out.index_bytes += shard.index_bytes() as u64;
             out.index_buckets += shard.index_buckets() as u64;
+            out.index_expanding += u64::from(shard.index_expanding());
         }
         out.malloced = self.pool.used() as u64;
         out.limit = self.pool.limit() as u64;

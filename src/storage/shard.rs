@@ -35,6 +35,9 @@ const SMALL_SHARE: usize = 1;
 /// on their own (at or above the mmap threshold `main` pins), 16-byte steps plus its 8-byte
 /// header below.
 const PAGE: usize = 4096;
+/// Index groups the reaper moves per run while a growth is under way (about 7,000 entries,
+/// well under a millisecond of the shard's lock).
+const REAP_MOVE_GROUPS: usize = 1024;
 const MALLOC_ALIGN: usize = 16;
 
 fn loc(slot: usize, off: usize) -> Loc {
@@ -734,8 +737,13 @@ impl Shard {
     }
 
     /// Checks up to `budget` items for expiry, unlinking the dead ones; frees segments left
-    /// with no live item. Returns the number of items checked.
+    /// with no live item. Returns the number of items checked. Also moves on a growth of the
+    /// index that inserts left unfinished, so that the old table does not linger.
     pub(crate) fn reap(&mut self, ctx: &Ctx<'_>, budget: usize) -> usize {
+        let (segs, large) = (&self.segs, &self.large);
+        let hash_of = |l| (ctx.hash)(ItemRef::new(item_buf(segs, large, l)).key());
+        self.index.migrate(REAP_MOVE_GROUPS, &hash_of);
+        self.charge_index(ctx);
         let mut checked = 0;
         while checked < budget {
             // Both queues, main then probation, as one sequence of positions.
@@ -817,6 +825,10 @@ impl Shard {
 
     pub(crate) fn index_buckets(&self) -> usize {
         self.index.capacity()
+    }
+
+    pub(crate) fn index_expanding(&self) -> bool {
+        self.index.expanding()
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -139,6 +139,8 @@ pub struct StoreStats {
     pub limit: u64,
     pub index_bytes: u64,
     pub index_buckets: u64,
+    /// Shards whose index is moving its entries into a larger table.
+    pub index_expanding: u64,
 }
 
 impl StoreStats {

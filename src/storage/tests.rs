@@ -577,6 +577,34 @@ fn the_index_is_charged_to_the_limit_too() {
     assert!(st.curr_items() > 50_000, "{}", st.curr_items());
 }
 
+#[test]
+fn an_index_growth_left_unfinished_is_finished_by_the_reaper() {
+    let (_, s) = store();
+    // Set until some shard's index is caught mid-growth (a move lasts a few hundred inserts
+    // here), then stop inserting: the entries still in the old table must stay readable, and
+    // the reaper's runs must end the move.
+    let mut n = 0u32;
+    while n < 10_000 || s.stats().index_expanding == 0 {
+        n += 1;
+        set(&s, format!("key:{n}").as_bytes(), b"v");
+        assert!(n < 1_000_000, "no growth was caught under way");
+    }
+    for i in 1..=n {
+        assert!(get(&s, format!("key:{i}").as_bytes()).is_some(), "key:{i}");
+    }
+    let mut runs = 0;
+    while s.stats().index_expanding > 0 {
+        s.reap(1000);
+        runs += 1;
+        assert!(runs < 1_000, "the move never ended");
+    }
+    for i in 1..=n {
+        assert!(get(&s, format!("key:{i}").as_bytes()).is_some(), "key:{i}");
+    }
+    let st = s.stats();
+    assert_eq!(st.index_bytes, st.index_buckets / 8 * 40, "the old table is gone");
+}
+
 /// Overwrites leave garbage behind; recycling a segment that is mostly garbage must keep
 /// every live item, read or not, while the live data fits.
 #[test]

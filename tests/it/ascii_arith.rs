@@ -132,3 +132,29 @@ fn incr_keeps_flags() {
         ]);
     });
 }
+
+#[test]
+fn numbers_are_read_as_memcached_reads_them() {
+    // memcached reads numbers with strtoull/strtol: a sign, leading white space, and white
+    // space (then anything) after the digits are accepted; `-0` is 0.
+    for_each_target(&[], |_, c| {
+        c.table(&[
+            (b"set n 0 0 1\r\n5\r\n", b"STORED\r\n"),
+            (b"incr n +1\r\n", b"6\r\n"),
+            (b"incr n -0\r\n", b"6\r\n"),
+            (b"incr n \t2\r\n", b"8\r\n"),
+            (b"decr n 1\t\r\n", b"7\r\n"),
+            (b"incr n 1\x0b\r\n", b"8\r\n"),
+            (b"incr n -1\r\n", b"CLIENT_ERROR invalid numeric delta argument\r\n"),
+            (b"incr n 1x\r\n", b"CLIENT_ERROR invalid numeric delta argument\r\n"),
+            (b"incr n +\r\n", b"CLIENT_ERROR invalid numeric delta argument\r\n"),
+            (b"set f +3 +0 +1\r\n7\r\n", b"STORED\r\n"),
+            (b"get f\r\n", b"VALUE f 3 1\r\n7\r\nEND\r\n"),
+            (b"touch f +10\r\n", b"TOUCHED\r\n"),
+            (b"touch f 10\t\r\n", b"TOUCHED\r\n"),
+            (b"set e 0 0 -0\r\n\r\n", b"STORED\r\n"),
+            (b"ms m +2 T+5 F+1\r\nab\r\n", b"HD\r\n"),
+            (b"mg m f v t\r\n", b"VA 2 f1 t5\r\nab\r\n"),
+        ]);
+    });
+}

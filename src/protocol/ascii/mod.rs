@@ -300,31 +300,52 @@ fn parse_memlimit<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, ProtocolError>
     })
 }
 
-/// An unsigned decimal that fits in a `u64`; digits only.
-pub(crate) fn parse_u64(t: &[u8]) -> Option<u64> {
-    if t.is_empty() || t.len() > 20 || !t.iter().all(u8::is_ascii_digit) {
+/// A number token as memcached reads it: C's `strtoull`/`strtol` (leading white space, an
+/// optional sign, decimal digits) under its `safe_strto*` checks (at least one digit, no
+/// overflow, and the digits end the token or are followed by white space, after which
+/// anything is ignored). Tokens are split on spaces, so the white space here is a tab, CR,
+/// vertical tab or form feed. Returns the sign and the magnitude.
+fn c_number(t: &[u8]) -> Option<(bool, u64)> {
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let rest = &t[t.iter().take_while(|&&b| is_space(b)).count()..];
+    let (negative, rest) = match rest.split_first() {
+        Some((b'-', r)) => (true, r),
+        Some((b'+', r)) => (false, r),
+        _ => (false, rest),
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || rest.get(digits).is_some_and(|&b| !is_space(b)) {
         return None;
     }
-    t.iter().try_fold(0u64, |acc, &d| {
+    let magnitude = rest[..digits].iter().try_fold(0u64, |acc, &d| {
         acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
+    })?;
+    Some((negative, magnitude))
 }
 
+/// An unsigned number (memcached's `safe_strtoull`): as `strtoull`, a minus sign negates
+/// modulo 2^64, and the result is refused only when that makes it negative as a signed
+/// number (so `-0` is 0 and `-1` is refused).
+pub(crate) fn parse_u64(t: &[u8]) -> Option<u64> {
+    let (negative, magnitude) = c_number(t)?;
+    if !negative {
+        return Some(magnitude);
+    }
+    let v = magnitude.wrapping_neg();
+    (v as i64 >= 0).then_some(v)
+}
+
+/// A 32-bit unsigned number: [`parse_u64`] within `u32`.
 pub(crate) fn parse_u32(t: &[u8]) -> Option<u32> {
     parse_u64(t).and_then(|v| u32::try_from(v).ok())
 }
 
-/// A signed decimal that fits in an `i64`.
+/// A signed number (memcached's `safe_strtol` on a 64-bit `long`).
 pub(crate) fn parse_i64(t: &[u8]) -> Option<i64> {
-    match t.split_first() {
-        Some((b'-', digits)) => {
-            let v = parse_u64(digits)?;
-            if v <= i64::MAX as u64 + 1 {
-                Some((v as i64).wrapping_neg())
-            } else {
-                None
-            }
-        }
-        _ => parse_u64(t).and_then(|v| i64::try_from(v).ok()),
+    let (negative, magnitude) = c_number(t)?;
+    if negative {
+        (magnitude <= i64::MAX as u64 + 1).then(|| (magnitude as i64).wrapping_neg())
+    } else {
+        i64::try_from(magnitude).ok()
     }
 }

@@ -469,16 +469,30 @@ fn pipelined_commands_parse_one_at_a_time() {
 }
 
 #[test]
-fn numbers_parse_strictly() {
+fn numbers_parse_as_memcached_reads_them() {
     assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
     assert_eq!(parse_u64(b"18446744073709551616"), None);
     assert_eq!(parse_u64(b"007"), Some(7));
-    assert_eq!(parse_u64(b"+1"), None);
+    assert_eq!(parse_u64(b"+1"), Some(1));
+    assert_eq!(parse_u64(b"-0"), Some(0));
+    assert_eq!(parse_u64(b"-1"), None);
+    // strtoull negates modulo 2^64; only a result negative as a signed number is refused.
+    assert_eq!(parse_u64(b"-18446744073709551615"), Some(1));
+    assert_eq!(parse_u64(b"\t\x0b5"), Some(5));
+    assert_eq!(parse_u64(b"5\r"), Some(5));
+    assert_eq!(parse_u64(b"5\tjunk"), Some(5));
+    assert_eq!(parse_u64(b"5x"), None);
+    assert_eq!(parse_u64(b"+"), None);
+    assert_eq!(parse_u64(b"+-1"), None);
+    assert_eq!(parse_u64(b"\t"), None);
     assert_eq!(parse_u64(b""), None);
     assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
     assert_eq!(parse_i64(b"-9223372036854775809"), None);
+    assert_eq!(parse_i64(b"9223372036854775808"), None);
+    assert_eq!(parse_i64(b"+10\r"), Some(10));
     assert_eq!(parse_i64(b"-"), None);
     assert_eq!(parse_u32(b"4294967296"), None);
+    assert_eq!(parse_u32(b"+3"), Some(3));
 }
 
 /// Hostile input: random mixes of command words, numbers, spaces, line ends and binary

@@ -523,6 +523,12 @@ impl Store {
     pub fn flush(&self, delay: i64) {
         let h = |k: &[u8]| self.hash(k);
         let ctx = self.ctx(&h);
+        if delay <= 1 {
+            // memcached takes a CAS id for a flush that is due within the second (items with
+            // older ones are invalid from then on); taking one too keeps the CAS values of
+            // later writes the same as memcached's.
+            self.new_cas();
+        }
         if delay > 0 {
             self.oldest_live
                 .store(self.time.deadline(delay).max(1), Ordering::Relaxed);

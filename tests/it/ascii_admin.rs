@@ -78,6 +78,24 @@ fn flush_all_forms() {
 }
 
 #[test]
+fn flush_all_takes_a_cas_value_as_memcached_does() {
+    // memcached takes a CAS id for a flush due at once, so the CAS of the next write is one
+    // higher than without the flush.
+    for_each_target(&[], |_, c| {
+        c.roundtrip(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n");
+        let (_, _, first) = c.gets("a").expect("stored");
+        c.roundtrip(b"flush_all\r\n", b"OK\r\n");
+        c.roundtrip(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n");
+        let (_, _, second) = c.gets("a").expect("stored");
+        assert_eq!(second, first + 2, "[{}]", c.label());
+        c.roundtrip(b"flush_all 100\r\n", b"OK\r\n");
+        c.roundtrip(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n");
+        let (_, _, third) = c.gets("a").expect("stored");
+        assert_eq!(third, second + 1, "[{}]: a delayed flush takes none", c.label());
+    });
+}
+
+#[test]
 fn flush_all_invalidates_every_item() {
     for_each_target(&[], |_, c| {
         for i in 0..50 {

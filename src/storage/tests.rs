@@ -602,7 +602,11 @@ fn an_index_growth_left_unfinished_is_finished_by_the_reaper() {
         assert!(get(&s, format!("key:{i}").as_bytes()).is_some(), "key:{i}");
     }
     let st = s.stats();
-    assert_eq!(st.index_bytes, st.index_buckets / 8 * 40, "the old table is gone");
+    assert_eq!(
+        st.index_bytes,
+        st.index_buckets / 8 * 40,
+        "the old table is gone"
+    );
 }
 
 /// Overwrites leave garbage behind; recycling a segment that is mostly garbage must keep

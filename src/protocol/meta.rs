@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, general_purpose};
 
-use super::ascii::{parse_i64, parse_u32, parse_u64};
+use super::ascii::{parse_i32, parse_u32, parse_u64};
 use super::{Limits, MAX_KEY_LEN, Parsed, ProtocolError, Request};
 
 /// memcached refuses a meta line of more tokens than this (counting its end marker).
@@ -319,7 +319,7 @@ fn preparse<'a>(
         seen[usize::from(flag)] = true;
         let arg = &token[1..];
         let ttl = |e: &mut Option<ProtocolError>| {
-            let v = parse_i64(arg);
+            let v = parse_i32(arg).map(i64::from);
             if v.is_none() {
                 *e = Some(ProtocolError::BadToken);
             }

@@ -91,7 +91,12 @@ fn flush_all_takes_a_cas_value_as_memcached_does() {
         c.roundtrip(b"flush_all 100\r\n", b"OK\r\n");
         c.roundtrip(b"set a 0 0 1\r\n1\r\n", b"STORED\r\n");
         let (_, _, third) = c.gets("a").expect("stored");
-        assert_eq!(third, second + 1, "[{}]: a delayed flush takes none", c.label());
+        assert_eq!(
+            third,
+            second + 1,
+            "[{}]: a delayed flush takes none",
+            c.label()
+        );
     });
 }
 

@@ -145,9 +145,18 @@ fn numbers_are_read_as_memcached_reads_them() {
             (b"incr n \t2\r\n", b"8\r\n"),
             (b"decr n 1\t\r\n", b"7\r\n"),
             (b"incr n 1\x0b\r\n", b"8\r\n"),
-            (b"incr n -1\r\n", b"CLIENT_ERROR invalid numeric delta argument\r\n"),
-            (b"incr n 1x\r\n", b"CLIENT_ERROR invalid numeric delta argument\r\n"),
-            (b"incr n +\r\n", b"CLIENT_ERROR invalid numeric delta argument\r\n"),
+            (
+                b"incr n -1\r\n",
+                b"CLIENT_ERROR invalid numeric delta argument\r\n",
+            ),
+            (
+                b"incr n 1x\r\n",
+                b"CLIENT_ERROR invalid numeric delta argument\r\n",
+            ),
+            (
+                b"incr n +\r\n",
+                b"CLIENT_ERROR invalid numeric delta argument\r\n",
+            ),
             (b"set f +3 +0 +1\r\n7\r\n", b"STORED\r\n"),
             (b"get f\r\n", b"VALUE f 3 1\r\n7\r\nEND\r\n"),
             (b"touch f +10\r\n", b"TOUCHED\r\n"),
@@ -155,6 +164,21 @@ fn numbers_are_read_as_memcached_reads_them() {
             (b"set e 0 0 -0\r\n\r\n", b"STORED\r\n"),
             (b"ms m +2 T+5 F+1\r\nab\r\n", b"HD\r\n"),
             (b"mg m f v t\r\n", b"VA 2 f1 t5\r\nab\r\n"),
+        ]);
+    });
+}
+
+#[test]
+fn exptimes_keep_the_low_32_bits_as_memcached_does() {
+    // memcached stores every exptime through an int32_t: 2147483648 is -2147483648 (already
+    // expired, so a `gat` with it returns the item once), 4294967296 is 0 (never expires).
+    for_each_target(&[], |_, c| {
+        c.table(&[
+            (b"set a 0 0 1\r\n5\r\n", b"STORED\r\n"),
+            (b"gat 2147483648 a a a\r\n", b"VALUE a 0 1\r\n5\r\nEND\r\n"),
+            (b"touch a 10\r\n", b"NOT_FOUND\r\n"),
+            (b"set b 0 4294967296 1\r\n1\r\n", b"STORED\r\n"),
+            (b"mg b t v\r\n", b"VA 1 t-1\r\n1\r\n"),
         ]);
     });
 }

@@ -126,7 +126,7 @@ fn parse_line<'a>(line: &'a [u8], consumed: usize, buf: &'a [u8], limits: &Limit
             if n < 2 {
                 return error(ProtocolError::UnknownCommand, consumed, false);
             }
-            let Some(exptime) = parse_i64(tokens.get(1)) else {
+            let Some(exptime) = parse_i32(tokens.get(1)).map(i64::from) else {
                 return error(ProtocolError::InvalidExptime, consumed, false);
             };
             let with_cas = tokens.get(0) == b"gats";
@@ -256,7 +256,9 @@ fn parse_touch<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, ProtocolError> {
         return Err(ProtocolError::UnknownCommand);
     }
     key(tokens)?;
-    let exptime = parse_i64(tokens.get(2)).ok_or(ProtocolError::InvalidExptime)?;
+    let exptime = parse_i32(tokens.get(2))
+        .map(i64::from)
+        .ok_or(ProtocolError::InvalidExptime)?;
     Ok(Request::Touch {
         key: tokens.get(1),
         exptime,
@@ -273,7 +275,9 @@ fn parse_flush<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, ProtocolError> {
     let args = if noreply { n - 2 } else { n - 1 };
     let delay = match args {
         0 => 0,
-        _ => parse_i64(tokens.get(1)).ok_or(ProtocolError::InvalidExptime)?,
+        _ => parse_i32(tokens.get(1))
+            .map(i64::from)
+            .ok_or(ProtocolError::InvalidExptime)?,
     };
     Ok(Request::FlushAll { delay, noreply })
 }
@@ -324,15 +328,16 @@ fn c_number(t: &[u8]) -> Option<(bool, u64)> {
 }
 
 /// An unsigned number (memcached's `safe_strtoull`): as `strtoull`, a minus sign negates
-/// modulo 2^64, and the result is refused only when that makes it negative as a signed
-/// number (so `-0` is 0 and `-1` is refused).
+/// modulo 2^64, and the result is refused only when it is negative as a signed number and
+/// the token has a minus sign anywhere (so `-0` is 0 and `-1` is refused).
 pub(crate) fn parse_u64(t: &[u8]) -> Option<u64> {
     let (negative, magnitude) = c_number(t)?;
-    if !negative {
-        return Some(magnitude);
-    }
-    let v = magnitude.wrapping_neg();
-    (v as i64 >= 0).then_some(v)
+    let v = if negative {
+        magnitude.wrapping_neg()
+    } else {
+        magnitude
+    };
+    (v as i64 >= 0 || !t.contains(&b'-')).then_some(v)
 }
 
 /// A 32-bit unsigned number: [`parse_u64`] within `u32`.
@@ -340,12 +345,16 @@ pub(crate) fn parse_u32(t: &[u8]) -> Option<u32> {
     parse_u64(t).and_then(|v| u32::try_from(v).ok())
 }
 
-/// A signed number (memcached's `safe_strtol` on a 64-bit `long`).
-pub(crate) fn parse_i64(t: &[u8]) -> Option<i64> {
+/// A signed number as memcached's `safe_strtol` reads it (every exptime and TTL): `strtol`
+/// into a 64-bit `long`, refused outside its range, then stored into an `int32_t`, which
+/// keeps the low 32 bits (so `2147483648` is -2147483648, an item already expired, and
+/// `4294967296` is 0).
+pub(crate) fn parse_i32(t: &[u8]) -> Option<i32> {
     let (negative, magnitude) = c_number(t)?;
-    if negative {
+    let long = if negative {
         (magnitude <= i64::MAX as u64 + 1).then(|| (magnitude as i64).wrapping_neg())
     } else {
         i64::try_from(magnitude).ok()
-    }
+    }?;
+    Some(long as i32)
 }

@@ -1,7 +1,7 @@
 //! set, add, replace, append, prepend and cas: a command line, then `<bytes>` of data and
 //! `\r\n` (protocol.txt, "Storage commands").
 
-use super::{Tokens, parse_i64, parse_u32, parse_u64};
+use super::{Tokens, parse_i32, parse_u32, parse_u64};
 use crate::protocol::{Limits, MAX_KEY_LEN, Parsed, ProtocolError, Request, StoreMode};
 
 /// memcached refuses lengths above `INT_MAX - 2` (room for the `\r\n`).
@@ -36,7 +36,7 @@ pub(super) fn parse<'a>(
     let len = len as usize;
     let key = tokens.get(1);
     let flags = parse_u32(tokens.get(2));
-    let exptime = parse_i64(tokens.get(3));
+    let exptime = parse_i32(tokens.get(3)).map(i64::from);
     let cas = if is_cas {
         parse_u64(tokens.get(5))
     } else {

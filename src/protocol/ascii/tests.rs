@@ -478,6 +478,7 @@ fn numbers_parse_as_memcached_reads_them() {
     assert_eq!(parse_u64(b"-1"), None);
     // strtoull negates modulo 2^64; only a result negative as a signed number is refused.
     assert_eq!(parse_u64(b"-18446744073709551615"), Some(1));
+    assert_eq!(parse_u64(b"18446744073709551615\t-"), None);
     assert_eq!(parse_u64(b"\t\x0b5"), Some(5));
     assert_eq!(parse_u64(b"5\r"), Some(5));
     assert_eq!(parse_u64(b"5\tjunk"), Some(5));
@@ -486,11 +487,15 @@ fn numbers_parse_as_memcached_reads_them() {
     assert_eq!(parse_u64(b"+-1"), None);
     assert_eq!(parse_u64(b"\t"), None);
     assert_eq!(parse_u64(b""), None);
-    assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
-    assert_eq!(parse_i64(b"-9223372036854775809"), None);
-    assert_eq!(parse_i64(b"9223372036854775808"), None);
-    assert_eq!(parse_i64(b"+10\r"), Some(10));
-    assert_eq!(parse_i64(b"-"), None);
+    // strtol's range is a 64-bit long's; memcached keeps the low 32 bits of it.
+    assert_eq!(parse_i32(b"-9223372036854775808"), Some(0));
+    assert_eq!(parse_i32(b"-9223372036854775809"), None);
+    assert_eq!(parse_i32(b"9223372036854775808"), None);
+    assert_eq!(parse_i32(b"2147483648"), Some(i32::MIN));
+    assert_eq!(parse_i32(b"4294967297"), Some(1));
+    assert_eq!(parse_i32(b"-2147483649"), Some(i32::MAX));
+    assert_eq!(parse_i32(b"+10\r"), Some(10));
+    assert_eq!(parse_i32(b"-"), None);
     assert_eq!(parse_u32(b"4294967296"), None);
     assert_eq!(parse_u32(b"+3"), Some(3));
 }

@@ -326,6 +326,11 @@ impl Store {
             }
         };
         let it = shard.item(at);
+        // memcached's order: an empty value is refused before the CAS is compared, any other
+        // value that is not a number after.
+        if it.value().is_empty() {
+            return Ok(miss(DeltaResult::NonNumeric));
+        }
         if opts
             .compare_cas
             .is_some_and(|cas| cas != 0 && cas != it.cas())

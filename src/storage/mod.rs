@@ -623,16 +623,10 @@ impl Store {
     }
 }
 
-/// A counter value as memcached reads it: optional leading spaces, then 1..=20 decimal
-/// digits, then optional trailing spaces (left by an earlier decr), and < 2^64.
+/// A counter value as memcached reads it (`safe_strtoull` over the value): white space
+/// around the digits (spaces left by an earlier `decr`), a sign, and < 2^64.
 fn parse_counter(v: &[u8]) -> Option<u64> {
-    let start = v.iter().position(|&b| b != b' ')?;
-    let end = v.iter().rposition(|&b| b != b' ')? + 1;
-    let digits = &v[start..end];
-    if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    crate::number::parse_u64(v)
 }
 
 #[cfg(test)]

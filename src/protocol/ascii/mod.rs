@@ -11,6 +11,7 @@ mod tests;
 use memchr::memchr;
 
 use super::{Dropped, Limits, MAX_KEY_LEN, Parsed, ProtocolError, Request, ShutdownMode};
+pub(crate) use crate::number::{parse_i32, parse_u32, parse_u64};
 
 /// Without a newline in this many buffered bytes, a line is too long and the connection is
 /// closed (memcached's rule), unless it is a `get`/`gets`, whose key lists may be long.
@@ -302,59 +303,4 @@ fn parse_memlimit<'a>(tokens: &Tokens<'a>) -> Result<Request<'a>, ProtocolError>
         megabytes,
         noreply: tokens.noreply(),
     })
-}
-
-/// A number token as memcached reads it: C's `strtoull`/`strtol` (leading white space, an
-/// optional sign, decimal digits) under its `safe_strto*` checks (at least one digit, no
-/// overflow, and the digits end the token or are followed by white space, after which
-/// anything is ignored). Tokens are split on spaces, so the white space here is a tab, CR,
-/// vertical tab or form feed. Returns the sign and the magnitude.
-fn c_number(t: &[u8]) -> Option<(bool, u64)> {
-    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
-    let rest = &t[t.iter().take_while(|&&b| is_space(b)).count()..];
-    let (negative, rest) = match rest.split_first() {
-        Some((b'-', r)) => (true, r),
-        Some((b'+', r)) => (false, r),
-        _ => (false, rest),
-    };
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || rest.get(digits).is_some_and(|&b| !is_space(b)) {
-        return None;
-    }
-    let magnitude = rest[..digits].iter().try_fold(0u64, |acc, &d| {
-        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })?;
-    Some((negative, magnitude))
-}
-
-/// An unsigned number (memcached's `safe_strtoull`): as `strtoull`, a minus sign negates
-/// modulo 2^64, and the result is refused only when it is negative as a signed number and
-/// the token has a minus sign anywhere (so `-0` is 0 and `-1` is refused).
-pub(crate) fn parse_u64(t: &[u8]) -> Option<u64> {
-    let (negative, magnitude) = c_number(t)?;
-    let v = if negative {
-        magnitude.wrapping_neg()
-    } else {
-        magnitude
-    };
-    (v as i64 >= 0 || !t.contains(&b'-')).then_some(v)
-}
-
-/// A 32-bit unsigned number: [`parse_u64`] within `u32`.
-pub(crate) fn parse_u32(t: &[u8]) -> Option<u32> {
-    parse_u64(t).and_then(|v| u32::try_from(v).ok())
-}
-
-/// A signed number as memcached's `safe_strtol` reads it (every exptime and TTL): `strtol`
-/// into a 64-bit `long`, refused outside its range, then stored into an `int32_t`, which
-/// keeps the low 32 bits (so `2147483648` is -2147483648, an item already expired, and
-/// `4294967296` is 0).
-pub(crate) fn parse_i32(t: &[u8]) -> Option<i32> {
-    let (negative, magnitude) = c_number(t)?;
-    let long = if negative {
-        (magnitude <= i64::MAX as u64 + 1).then(|| (magnitude as i64).wrapping_neg())
-    } else {
-        i64::try_from(magnitude).ok()
-    }?;
-    Some(long as i32)
 }

@@ -468,38 +468,6 @@ fn pipelined_commands_parse_one_at_a_time() {
     assert_eq!(verbs.len(), 3);
 }
 
-#[test]
-fn numbers_parse_as_memcached_reads_them() {
-    assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
-    assert_eq!(parse_u64(b"18446744073709551616"), None);
-    assert_eq!(parse_u64(b"007"), Some(7));
-    assert_eq!(parse_u64(b"+1"), Some(1));
-    assert_eq!(parse_u64(b"-0"), Some(0));
-    assert_eq!(parse_u64(b"-1"), None);
-    // strtoull negates modulo 2^64; only a result negative as a signed number is refused.
-    assert_eq!(parse_u64(b"-18446744073709551615"), Some(1));
-    assert_eq!(parse_u64(b"18446744073709551615\t-"), None);
-    assert_eq!(parse_u64(b"\t\x0b5"), Some(5));
-    assert_eq!(parse_u64(b"5\r"), Some(5));
-    assert_eq!(parse_u64(b"5\tjunk"), Some(5));
-    assert_eq!(parse_u64(b"5x"), None);
-    assert_eq!(parse_u64(b"+"), None);
-    assert_eq!(parse_u64(b"+-1"), None);
-    assert_eq!(parse_u64(b"\t"), None);
-    assert_eq!(parse_u64(b""), None);
-    // strtol's range is a 64-bit long's; memcached keeps the low 32 bits of it.
-    assert_eq!(parse_i32(b"-9223372036854775808"), Some(0));
-    assert_eq!(parse_i32(b"-9223372036854775809"), None);
-    assert_eq!(parse_i32(b"9223372036854775808"), None);
-    assert_eq!(parse_i32(b"2147483648"), Some(i32::MIN));
-    assert_eq!(parse_i32(b"4294967297"), Some(1));
-    assert_eq!(parse_i32(b"-2147483649"), Some(i32::MAX));
-    assert_eq!(parse_i32(b"+10\r"), Some(10));
-    assert_eq!(parse_i32(b"-"), None);
-    assert_eq!(parse_u32(b"4294967296"), None);
-    assert_eq!(parse_u32(b"+3"), Some(3));
-}
-
 /// Hostile input: random mixes of command words, numbers, spaces, line ends and binary
 /// never panic, and a parse never claims more bytes than it was given.
 #[test]

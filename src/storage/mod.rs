@@ -353,8 +353,9 @@ impl Store {
         let is_cas = w.compare_cas.is_some() && matches!(w.mode, Mode::Set | Mode::Replace);
         let (flags, deadline, value) = match (w.mode, current) {
             (Mode::Add, Some(at)) => {
-                // memcached bumps the existing item on a failed add.
-                shard.touch_access(at, ctx.now);
+                // memcached bumps the existing item on a failed add, without marking it
+                // fetched.
+                shard.touch_unread(at, ctx.now);
                 return Ok((StoreResult::NotStored, 0));
             }
             (_, None) if is_cas => {

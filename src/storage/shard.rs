@@ -233,10 +233,20 @@ impl Shard {
 
     /// Records a read: CLOCK frequency, fetched bit, access time.
     pub(crate) fn touch_access(&mut self, at: Loc, now: u32) {
+        self.bump(at, now, FETCHED);
+    }
+
+    /// Records a use that is not a read (a failed `add`, memcached's `do_item_update`):
+    /// CLOCK frequency and access time; the item stays unfetched (`mg … h` still says 0).
+    pub(crate) fn touch_unread(&mut self, at: Loc, now: u32) {
+        self.bump(at, now, 0);
+    }
+
+    fn bump(&mut self, at: Loc, now: u32, extra_bits: u8) {
         let mut it = self.item_mut(at);
         let bits = it.as_ref().bits();
         let freq = (bits & FREQ_MASK).saturating_add(1).min(FREQ_MASK);
-        it.set_bits((bits & !FREQ_MASK) | freq | FETCHED);
+        it.set_bits((bits & !FREQ_MASK) | freq | extra_bits);
         it.set_atime(now);
     }
 

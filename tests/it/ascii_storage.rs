@@ -365,3 +365,16 @@ fn value_split_across_writes_is_reassembled() {
         c.roundtrip(b"get sp\r\n", b"VALUE sp 0 10\r\n0123456789\r\nEND\r\n");
     });
 }
+
+#[test]
+fn a_failed_add_does_not_mark_the_item_fetched() {
+    // memcached bumps the item a failed `add` finds, but it stays unfetched.
+    for_each_target(&[], |_, c| {
+        c.table(&[
+            (b"set b 0 0 1\r\n1\r\n", b"STORED\r\n"),
+            (b"add b 0 0 1\r\n2\r\n", b"NOT_STORED\r\n"),
+            (b"mg b h\r\n", b"HD h0\r\n"),
+            (b"mg b h\r\n", b"HD h1\r\n"),
+        ]);
+    });
+}

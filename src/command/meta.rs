@@ -71,6 +71,7 @@ impl Context {
         let f = &m.flags;
         let opts = Read {
             is_get: f.ttl.is_none(),
+            tokens: true,
             touch: f.ttl,
             vivify: f.vivify,
             recache: f.recache,

@@ -23,6 +23,9 @@ pub struct Read {
     pub new_cas: Option<u64>,
     /// A vivified item's key was given in base64.
     pub key_binary: bool,
+    /// A meta read, which hands out win tokens (`W`) for stale items and recaches; the
+    /// classic `get`/`gat`/`touch` leave them for the next meta read, as in memcached.
+    pub tokens: bool,
 }
 
 /// An item as a meta read sees it, valid under the shard lock.
@@ -195,7 +198,7 @@ impl Store {
         let recache = opts.recache.is_some_and(|r| {
             !token_sent && !created && exptime != 0 && exptime < self.time.deadline(r)
         });
-        let won = created || recache || (stale && !token_sent);
+        let won = created || (opts.tokens && (recache || (stale && !token_sent)));
         if won {
             let mut it = shard.item_mut(at);
             let bits = it.as_ref().bits();
@@ -461,6 +464,7 @@ mod tests {
         let opts = Read {
             is_get: true,
             recache: Some(30),
+            tokens: true,
             ..Read::default()
         };
         assert!(read(&s, b"k", opts).unwrap().0);
@@ -485,7 +489,10 @@ mod tests {
             ..Delete::default()
         };
         assert_eq!(s.delete_with(b"k", &opts), DeleteResult::Deleted);
-        let read_opts = Read::default();
+        let read_opts = Read {
+            tokens: true,
+            ..Read::default()
+        };
         let first = read(&s, b"k", read_opts).unwrap();
         assert_eq!(
             (first.0, first.1, first.2, first.3),

@@ -1368,3 +1368,20 @@ fn ms_client_flags_above_u32() {
         }
     });
 }
+
+#[test]
+fn a_classic_get_leaves_the_win_token_to_the_next_meta_read() {
+    // A stale item's win token goes to the first meta read; `get`, `gets` and `gat` read
+    // the value without taking it.
+    for_each_target(&[], |_, c| {
+        c.table(&[
+            (b"set n 0 0 1\r\n1\r\n", b"STORED\r\n"),
+            (b"md n I\r\n", b"HD\r\n"),
+            (b"get n\r\n", b"VALUE n 0 1\r\n1\r\nEND\r\n"),
+            (b"gat 0 n\r\n", b"VALUE n 0 1\r\n1\r\nEND\r\n"),
+            (b"mg n\r\n", b"HD X W\r\n"),
+            (b"get n\r\n", b"VALUE n 0 1\r\n1\r\nEND\r\n"),
+            (b"mg n\r\n", b"HD Z X\r\n"),
+        ]);
+    });
+}

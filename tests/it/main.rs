@@ -22,4 +22,5 @@ mod limits;
 mod meta;
 mod noreply;
 mod pipelining;
+mod random_sequences;
 mod stats;

@@ -27,8 +27,8 @@
 //! its hash from its item's key (the index stores no hashes, which would cost 4-8 bytes a
 //! slot), so rehashing a whole table at once held the shard's lock for 0.1-0.2 s per million
 //! entries; spread out, it costs an insert a few microseconds at most. The old table is
-//! empty long before the new one can need to grow again (it is moved after an eighth as many
-//! inserts as that would take); if it ever is not, the growth finishes the move first.
+//! empty long before the new one can need to grow again (the move takes under a third of the
+//! inserts that would need); if it ever is not, the growth finishes the move first.
 
 use super::shard::Loc;
 
@@ -304,6 +304,13 @@ impl Index {
         Some(Pos { old: true, at })
     }
 
+    fn table(&self, old: bool) -> &Table {
+        match &self.old {
+            Some(moving) if old => &moving.table,
+            _ => &self.table,
+        }
+    }
+
     fn table_mut(&mut self, old: bool) -> &mut Table {
         match &mut self.old {
             Some(moving) if old => &mut moving.table,
@@ -314,10 +321,7 @@ impl Index {
     /// The location of the entry with this hash that `eq` accepts.
     pub(crate) fn get(&self, hash: u64, eq: impl FnMut(Loc) -> bool) -> Option<Loc> {
         let pos = self.position(hash, eq)?;
-        let table = match &self.old {
-            Some(moving) if pos.old => &moving.table,
-            _ => &self.table,
-        };
+        let table = self.table(pos.old);
         Some(match pos.at {
             Slot::Group(g, i) => table.groups[g].locs[i],
             Slot::Stash(k) => table.stash[k].1,

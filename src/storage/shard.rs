@@ -35,10 +35,10 @@ const SMALL_SHARE: usize = 1;
 /// on their own (at or above the mmap threshold `main` pins), 16-byte steps plus its 8-byte
 /// header below.
 const PAGE: usize = 4096;
+const MALLOC_ALIGN: usize = 16;
 /// Index groups the reaper moves per run while a growth is under way (about 7,000 entries,
 /// well under a millisecond of the shard's lock).
 const REAP_MOVE_GROUPS: usize = 1024;
-const MALLOC_ALIGN: usize = 16;
 
 fn loc(slot: usize, off: usize) -> Loc {
     ((slot as u32) << SEGMENT_SHIFT) | off as u32
@@ -172,6 +172,11 @@ fn item_buf<'a>(segs: &'a [Option<Segment>], large: &'a [Option<Box<[u8]>>], at:
             .expect("index points at a live segment")
             .buf[off..]
     }
+}
+
+/// The hash of the key of the item at `at`, for the index to move or displace its entry.
+fn hash_at(ctx: &Ctx<'_>, segs: &[Option<Segment>], large: &[Option<Box<[u8]>>], at: Loc) -> u64 {
+    (ctx.hash)(ItemRef::new(item_buf(segs, large, at)).key())
 }
 
 /// Points the index entry of an item that moved from `from` to `to`.
@@ -319,8 +324,8 @@ impl Shard {
         }) {
             Some(slot) => Some(std::mem::replace(slot, at)),
             None => {
-                let hash_of = |l| (ctx.hash)(ItemRef::new(item_buf(segs, large, l)).key());
-                self.index.insert(hash, at, &hash_of);
+                self.index
+                    .insert(hash, at, &|l| hash_at(ctx, segs, large, l));
                 None
             }
         };
@@ -751,8 +756,8 @@ impl Shard {
     /// index that inserts left unfinished, so that the old table does not linger.
     pub(crate) fn reap(&mut self, ctx: &Ctx<'_>, budget: usize) -> usize {
         let (segs, large) = (&self.segs, &self.large);
-        let hash_of = |l| (ctx.hash)(ItemRef::new(item_buf(segs, large, l)).key());
-        self.index.migrate(REAP_MOVE_GROUPS, &hash_of);
+        self.index
+            .migrate(REAP_MOVE_GROUPS, &|l| hash_at(ctx, segs, large, l));
         self.charge_index(ctx);
         let mut checked = 0;
         while checked < budget {

@@ -4,7 +4,8 @@
 //! Flags are checked the way memcached 1.6 checks them: a repeated flag or one that is not
 //! ASCII is `CLIENT_ERROR duplicate flag`, an unknown one `CLIENT_ERROR invalid flag`, a bad
 //! numeric token the message of that flag; `ma` reports every flag error as `CLIENT_ERROR
-//! invalid or duplicate flag`. Errors are sent even with `q`.
+//! invalid or duplicate flag`, but an over-long opaque as `opaque token too long`. Errors
+//! are sent even with `q`.
 
 use std::borrow::Cow;
 
@@ -218,18 +219,21 @@ fn parse_keyed<'a>(
         };
         return fail(error, consumed, 0);
     }
-    let (key, flags) = match preparse(tokens[1], &tokens[2..]) {
+    let parsed = match preparse(tokens[1], &tokens[2..]) {
         Ok(parsed) => parsed,
-        Err(e) if command == MetaCommand::Arithmetic => {
-            let _ = e;
+        Err(_) if command == MetaCommand::Arithmetic => {
             return fail(ProtocolError::InvalidOrDuplicateFlag, consumed, 0);
         }
         Err(e) => return fail(e, consumed, 0),
     };
+    let (key, flags) = (parsed.key, parsed.flags);
     if command == MetaCommand::Arithmetic
         && !matches!(flags.mode, None | Some(b'I' | b'+' | b'D' | b'-'))
     {
         return fail(ProtocolError::MaMode, consumed, 0);
+    }
+    if parsed.opaque_too_long {
+        return fail(ProtocolError::OpaqueTooLong, consumed, 0);
     }
     Parsed::Request(
         Request::Meta(Meta {
@@ -265,12 +269,16 @@ fn parse_set<'a>(
     };
     let len = len as usize;
     let swallow = len + 2;
-    let (key, flags) = match preparse(tokens[1], &tokens[3..]) {
+    let parsed = match preparse(tokens[1], &tokens[3..]) {
         Ok(parsed) => parsed,
         Err(e) => return fail(e, consumed, swallow),
     };
+    let (key, flags) = (parsed.key, parsed.flags);
     if !matches!(flags.mode, None | Some(b'E' | b'A' | b'P' | b'R' | b'S')) {
         return fail(ProtocolError::MsMode, consumed, swallow);
+    }
+    if parsed.opaque_too_long {
+        return fail(ProtocolError::OpaqueTooLong, consumed, swallow);
     }
     if limits.too_large(key.len(), len) {
         return Parsed::Request(
@@ -301,15 +309,25 @@ fn parse_set<'a>(
     )
 }
 
+/// A key (decoded) and its flags; `opaque_too_long` is for the caller to refuse once it has
+/// checked the mode, as memcached does.
+struct Preparsed<'a> {
+    key: Cow<'a, [u8]>,
+    flags: MetaFlags<'a>,
+    opaque_too_long: bool,
+}
+
 /// memcached's flag pre-parse: checks every flag, decodes a base64 key. A duplicate or
-/// unknown flag stops at once; a bad token is remembered and reported after the rest.
-fn preparse<'a>(
-    key: &'a [u8],
-    tokens: &[&'a [u8]],
-) -> Result<(Cow<'a, [u8]>, MetaFlags<'a>), ProtocolError> {
+/// unknown flag stops at once; a bad token is remembered and reported after the rest, with
+/// the message of the last flag that has one (a bad `F` has none: alone it is `bad command
+/// line format`). An opaque over 32 bytes is refused only after every other check of the
+/// line, as memcached checks it when it writes the reply's flags.
+fn preparse<'a>(key: &'a [u8], tokens: &[&'a [u8]]) -> Result<Preparsed<'a>, ProtocolError> {
     let mut f = MetaFlags::default();
     let mut seen = [false; 128];
     let mut error = None;
+    let mut has_error = false;
+    let mut opaque_too_long = false;
     let mut key = Cow::Borrowed(key);
     for &token in tokens {
         let flag = token[0];
@@ -350,7 +368,7 @@ fn preparse<'a>(
             }
             b'F' => match parse_u32(arg) {
                 Some(v) => f.client_flags = v,
-                None => error = Some(ProtocolError::BadCommandLine),
+                None => has_error = true,
             },
             b'M' => {
                 if arg.len() == 1 {
@@ -367,11 +385,7 @@ fn preparse<'a>(
                 Some(v) => f.delta = v,
                 None => error = Some(ProtocolError::BadDeltaValue),
             },
-            b'O' => {
-                if token.len() > MAX_OPAQUE_LEN {
-                    error = Some(ProtocolError::OpaqueTooLong);
-                }
-            }
+            b'O' => opaque_too_long |= token.len() > MAX_OPAQUE_LEN,
             b'v' => f.value = true,
             b'u' => f.no_bump = true,
             b'q' => f.quiet = true,
@@ -383,7 +397,12 @@ fn preparse<'a>(
     }
     match error {
         Some(e) => Err(e),
-        None => Ok((key, f)),
+        None if has_error => Err(ProtocolError::BadCommandLine),
+        None => Ok(Preparsed {
+            key,
+            flags: f,
+            opaque_too_long,
+        }),
     }
 }
 

@@ -1385,3 +1385,38 @@ fn a_classic_get_leaves_the_win_token_to_the_next_meta_read() {
         ]);
     });
 }
+
+#[test]
+fn flag_errors_report_the_message_memcached_picks() {
+    // A bad F has no message of its own (bad command line format alone); another flag's
+    // message wins over it whatever the order; an over-long opaque is refused last, after
+    // the mode is checked.
+    let opaque = "o".repeat(33);
+    for_each_target(&[], |_, c| {
+        c.roundtrip(b"mg k Fx\r\n", b"CLIENT_ERROR bad command line format\r\n");
+        c.roundtrip(
+            b"mg k R q Fx\r\n",
+            b"CLIENT_ERROR bad token in command line format\r\n",
+        );
+        c.roundtrip(
+            b"ms k 1 MAA Fx C0\r\nz\r\n",
+            b"CLIENT_ERROR incorrect length for M token\r\n",
+        );
+        c.roundtrip(
+            format!("ma k O{opaque} MR\r\n").as_bytes(),
+            b"CLIENT_ERROR invalid mode for ma M token\r\n",
+        );
+        c.roundtrip(
+            format!("ms k 1 O{opaque} MZ\r\nz\r\n").as_bytes(),
+            b"CLIENT_ERROR invalid mode for ms M token\r\n",
+        );
+        c.roundtrip(
+            format!("mg k O{opaque} Tx\r\n").as_bytes(),
+            b"CLIENT_ERROR bad token in command line format\r\n",
+        );
+        c.roundtrip(
+            format!("ma k O{opaque}\r\n").as_bytes(),
+            b"CLIENT_ERROR opaque token too long\r\n",
+        );
+    });
+}

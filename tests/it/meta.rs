@@ -1392,31 +1392,30 @@ fn flag_errors_report_the_message_memcached_picks() {
     // message wins over it whatever the order; an over-long opaque is refused last, after
     // the mode is checked.
     let opaque = "o".repeat(33);
+    let cases: Vec<(String, &str)> = vec![
+        ("mg k Fx".into(), "bad command line format"),
+        ("mg k R q Fx".into(), "bad token in command line format"),
+        (
+            "ms k 1 MAA Fx C0\r\nz".into(),
+            "incorrect length for M token",
+        ),
+        (format!("ma k O{opaque} MR"), "invalid mode for ma M token"),
+        (
+            format!("ms k 1 O{opaque} MZ\r\nz"),
+            "invalid mode for ms M token",
+        ),
+        (
+            format!("mg k O{opaque} Tx"),
+            "bad token in command line format",
+        ),
+        (format!("ma k O{opaque}"), "opaque token too long"),
+    ];
     for_each_target(&[], |_, c| {
-        c.roundtrip(b"mg k Fx\r\n", b"CLIENT_ERROR bad command line format\r\n");
-        c.roundtrip(
-            b"mg k R q Fx\r\n",
-            b"CLIENT_ERROR bad token in command line format\r\n",
-        );
-        c.roundtrip(
-            b"ms k 1 MAA Fx C0\r\nz\r\n",
-            b"CLIENT_ERROR incorrect length for M token\r\n",
-        );
-        c.roundtrip(
-            format!("ma k O{opaque} MR\r\n").as_bytes(),
-            b"CLIENT_ERROR invalid mode for ma M token\r\n",
-        );
-        c.roundtrip(
-            format!("ms k 1 O{opaque} MZ\r\nz\r\n").as_bytes(),
-            b"CLIENT_ERROR invalid mode for ms M token\r\n",
-        );
-        c.roundtrip(
-            format!("mg k O{opaque} Tx\r\n").as_bytes(),
-            b"CLIENT_ERROR bad token in command line format\r\n",
-        );
-        c.roundtrip(
-            format!("ma k O{opaque}\r\n").as_bytes(),
-            b"CLIENT_ERROR opaque token too long\r\n",
-        );
+        for (request, error) in &cases {
+            c.roundtrip(
+                format!("{request}\r\n").as_bytes(),
+                format!("CLIENT_ERROR {error}\r\n").as_bytes(),
+            );
+        }
     });
 }

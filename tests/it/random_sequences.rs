@@ -172,18 +172,11 @@ fn command(r: &mut Rng) -> Vec<u8> {
             c.extend(key(r));
             c.extend_from_slice(noreply(r));
         }
-        b"incr" => {
+        b"incr" | b"touch" => {
             c.push(b' ');
             c.extend(key(r));
             c.push(b' ');
-            c.extend_from_slice(r.pick(NUMBERS));
-            c.extend_from_slice(noreply(r));
-        }
-        b"touch" => {
-            c.push(b' ');
-            c.extend(key(r));
-            c.push(b' ');
-            c.extend_from_slice(r.pick(EXPTIMES));
+            c.extend_from_slice(r.pick(if word == b"incr" { NUMBERS } else { EXPTIMES }));
             c.extend_from_slice(noreply(r));
         }
         b"mg" | b"md" | b"ma" => {

@@ -219,20 +219,23 @@ fn parse_keyed<'a>(
         };
         return fail(error, consumed, 0);
     }
-    let parsed = match preparse(tokens[1], &tokens[2..]) {
+    let Preparsed {
+        key,
+        flags,
+        opaque_too_long,
+    } = match preparse(tokens[1], &tokens[2..]) {
         Ok(parsed) => parsed,
         Err(_) if command == MetaCommand::Arithmetic => {
             return fail(ProtocolError::InvalidOrDuplicateFlag, consumed, 0);
         }
         Err(e) => return fail(e, consumed, 0),
     };
-    let (key, flags) = (parsed.key, parsed.flags);
     if command == MetaCommand::Arithmetic
         && !matches!(flags.mode, None | Some(b'I' | b'+' | b'D' | b'-'))
     {
         return fail(ProtocolError::MaMode, consumed, 0);
     }
-    if parsed.opaque_too_long {
+    if opaque_too_long {
         return fail(ProtocolError::OpaqueTooLong, consumed, 0);
     }
     Parsed::Request(
@@ -269,15 +272,18 @@ fn parse_set<'a>(
     };
     let len = len as usize;
     let swallow = len + 2;
-    let parsed = match preparse(tokens[1], &tokens[3..]) {
+    let Preparsed {
+        key,
+        flags,
+        opaque_too_long,
+    } = match preparse(tokens[1], &tokens[3..]) {
         Ok(parsed) => parsed,
         Err(e) => return fail(e, consumed, swallow),
     };
-    let (key, flags) = (parsed.key, parsed.flags);
     if !matches!(flags.mode, None | Some(b'E' | b'A' | b'P' | b'R' | b'S')) {
         return fail(ProtocolError::MsMode, consumed, swallow);
     }
-    if parsed.opaque_too_long {
+    if opaque_too_long {
         return fail(ProtocolError::OpaqueTooLong, consumed, swallow);
     }
     if limits.too_large(key.len(), len) {

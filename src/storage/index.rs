@@ -176,6 +176,13 @@ impl Table {
             .map(Slot::Stash)
     }
 
+    fn loc(&self, at: Slot) -> Loc {
+        match at {
+            Slot::Group(g, i) => self.groups[g].locs[i],
+            Slot::Stash(k) => self.stash[k].1,
+        }
+    }
+
     fn loc_mut(&mut self, at: Slot) -> &mut Loc {
         match at {
             Slot::Group(g, i) => &mut self.groups[g].locs[i],
@@ -321,11 +328,7 @@ impl Index {
     /// The location of the entry with this hash that `eq` accepts.
     pub(crate) fn get(&self, hash: u64, eq: impl FnMut(Loc) -> bool) -> Option<Loc> {
         let pos = self.position(hash, eq)?;
-        let table = self.table(pos.old);
-        Some(match pos.at {
-            Slot::Group(g, i) => table.groups[g].locs[i],
-            Slot::Stash(k) => table.stash[k].1,
-        })
+        Some(self.table(pos.old).loc(pos.at))
     }
 
     pub(crate) fn get_mut(&mut self, hash: u64, eq: impl FnMut(Loc) -> bool) -> Option<&mut Loc> {

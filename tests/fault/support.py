@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -480,13 +481,16 @@ def load_items(server, count, prefix, size, batch=2000):
 def answer_or_close(sock, timeout):
     """What a socket gets within ``timeout`` s: its first bytes, b"" for a close (FIN or
     RST), or None for silence."""
+    old = sock.gettimeout()
     sock.settimeout(timeout)
     try:
         return sock.recv(64 * KiB)
-    except TimeoutError:
+    except (TimeoutError, BlockingIOError):
         return None
     except ConnectionResetError:
         return b""
+    finally:
+        sock.settimeout(old)
 
 
 def open_many(server, count, batch=500, timeout=CLIENT_TIMEOUT):
@@ -560,25 +564,38 @@ def percentile(samples, fraction):
 
 
 class RssSampler:
-    """The largest RSS seen over the calls to sample()."""
+    """The largest RSS of a process, sampled every ``interval`` s by a thread while the
+    ``with`` block runs (and by explicit sample() calls)."""
 
-    def __init__(self, pid):
+    def __init__(self, pid, interval=0.05):
         self.pid = pid
+        self.interval = interval
         self.baseline = rss_bytes(pid)
         self.peak = self.baseline
-        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = None
 
     def sample(self):
-        self.peak = max(self.peak, rss_bytes(self.pid))
-        self.samples += 1
+        try:
+            self.peak = max(self.peak, rss_bytes(self.pid))
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # the process has exited
         return self.peak
 
-    def sample_for(self, seconds, interval=0.05):
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+    def _run(self):
+        while not self._stop.wait(self.interval):
             self.sample()
-            time.sleep(interval)
-        return self.peak
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=KILL_TIMEOUT)
+        self.sample()
+        return False
 
     @property
     def growth(self):
@@ -613,8 +630,9 @@ class Helper:
 
     def stop(self):
         """Tells the helper to finish (closes its stdin) without waiting."""
-        if self.proc.stdin and not self.proc.stdin.closed:
+        if self.proc.stdin is not None:
             self.proc.stdin.close()
+            self.proc.stdin = None  # so communicate() leaves it alone
 
     def kill(self):
         if self.proc.poll() is None:

@@ -53,8 +53,8 @@ def binary(kind):
 def start_server(kind, binary, tmp_path):
     """Factory: ``start_server(*args, nofile=None, spawn_only=False)``.
 
-    ``nofile`` sets RLIMIT_NOFILE (soft and hard) in the child; ``spawn_only`` returns
-    without waiting for the server to listen.
+    ``nofile`` sets RLIMIT_NOFILE in the child: (soft,) for both limits, or (soft, "keep")
+    for the soft one only; ``spawn_only`` returns without waiting for the server to listen.
     """
     servers = []
 

@@ -111,13 +111,24 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def nofile_preexec(limit):
-    """A ``preexec_fn`` that sets RLIMIT_NOFILE (soft and hard) in the child."""
+def nofile_preexec(soft, hard=None):
+    """A ``preexec_fn`` that sets RLIMIT_NOFILE in the child (hard: the same as soft, or
+    unchanged if ``hard`` is ``"keep"``)."""
 
     def apply():
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        keep = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, keep if hard == "keep" else soft))
 
     return apply
+
+
+def can_raise_hard_limits():
+    """CAP_SYS_RESOURCE (bit 24 of CapEff): root in a container may lack it."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> 24 & 1)
+    return False
 
 
 def raise_own_nofile(wanted):
@@ -156,8 +167,13 @@ def cpu_seconds(pid):
 
 
 def nofile_limit(pid):
-    """The soft RLIMIT_NOFILE of a process."""
-    return resource.prlimit(pid, resource.RLIMIT_NOFILE)[0]
+    """The soft RLIMIT_NOFILE of a process (from /proc: prlimit needs privileges over a
+    process of another user, such as memcached after ``-u nobody``)."""
+    with open(f"/proc/{pid}/limits") as limits:
+        for line in limits:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise KeyError("Max open files")
 
 
 def open_fds(pid):
@@ -208,7 +224,7 @@ class Server:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=nofile_preexec(self.nofile) if self.nofile else None,
+                preexec_fn=nofile_preexec(*self.nofile) if self.nofile else None,
             )
         return self
 
@@ -303,14 +319,14 @@ class Server:
             time.sleep(0.05)
 
 
-def run_to_exit(cmd, timeout, nofile=None):
+def run_to_exit(cmd, timeout, preexec=None):
     """Runs a command that should exit by itself: (status or None if killed, output)."""
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        preexec_fn=nofile_preexec(nofile) if nofile else None,
+        preexec_fn=preexec,
     )
     try:
         out, _ = proc.communicate(timeout=timeout)

@@ -32,6 +32,13 @@ pub use slab::SizeClasses;
 use slab::{Pool, SEGMENT_SIZE};
 pub use stats::{ClassStats, StoreStats};
 
+/// Where a dump stands between its slices ([`Store::dump_slice`]).
+#[derive(Debug, Default)]
+pub struct DumpCursor {
+    shard: usize,
+    pos: shard::DumpPos,
+}
+
 /// Longest key memcached accepts.
 pub const MAX_KEY_LEN: usize = 250;
 
@@ -594,24 +601,34 @@ impl Store {
         self.len() == 0
     }
 
-    /// Visits up to `limit` linked, unexpired items in class `class` (0 = any), one shard
-    /// lock at a time; for `stats cachedump` and key dumps.
-    pub fn for_each_item(&self, class: usize, limit: usize, mut f: impl FnMut(ItemRef<'_>)) {
+    /// One slice of a dump (`stats cachedump`, `lru_crawler metadump`/`mgdump`): visits the
+    /// linked, unexpired items of class `class` (0 = any) among the next `budget` items from
+    /// `cursor` on, holding one shard's lock for the slice only. Returns whether the dump has
+    /// visited every shard. A dump of a million items is a few thousand short lock holds, not
+    /// one per shard, so requests on the same shard wait microseconds, not the whole walk.
+    pub fn dump_slice(
+        &self,
+        cursor: &mut DumpCursor,
+        class: usize,
+        budget: usize,
+        mut f: impl FnMut(ItemRef<'_>),
+    ) -> bool {
+        let Some(shard) = self.shards.get(cursor.shard) else {
+            return true;
+        };
         let h = |k: &[u8]| self.hash(k);
         let ctx = self.ctx(&h);
-        let mut n = 0;
-        for shard in self.shards.iter() {
-            let shard = shard.lock();
-            shard.for_each_item(|it| {
-                if n >= limit || ctx.validity(it) != Validity::Live {
-                    return;
-                }
-                if class == 0 || self.classes.class_of(it.total_len()) == class {
-                    n += 1;
-                    f(it);
-                }
-            });
+        let done = shard.lock().visit_slice(&mut cursor.pos, budget, |it| {
+            let wanted = class == 0 || self.classes.class_of(it.total_len()) == class;
+            if wanted && ctx.validity(it) == Validity::Live {
+                f(it);
+            }
+        });
+        if done {
+            cursor.shard += 1;
+            cursor.pos = shard::DumpPos::default();
         }
+        cursor.shard >= self.shards.len()
     }
 
     /// Location of a key, for tests of the engine's layout.

@@ -124,7 +124,8 @@ struct Segment {
     used: usize,
     /// Bytes of linked items.
     live: usize,
-    /// Bumped whenever items move, so the reaper's cursor can tell.
+    /// Changed whenever items move, and unique per shard (a recycled slot gets a new one), so
+    /// a cursor that stopped inside a segment can tell it still holds the same bytes.
     generation: u32,
 }
 
@@ -153,6 +154,8 @@ pub(crate) struct Shard {
     large_free: Vec<u32>,
     large_hand: usize,
     cursor: Cursor,
+    /// The last segment generation handed out.
+    generations: u32,
     /// Bytes of the index charged to the pool: `-m` covers the index too.
     index_charged: usize,
     pub(crate) stats: ShardStats,
@@ -198,6 +201,7 @@ impl Shard {
             large_free: Vec::new(),
             large_hand: 0,
             cursor: Cursor::default(),
+            generations: 0,
             index_charged: 0,
             stats: ShardStats::new(classes),
         }
@@ -519,7 +523,7 @@ impl Shard {
         }
         src.used = rest;
         src.live = rest;
-        src.generation = src.generation.wrapping_add(1);
+        src.generation = self.next_generation();
         self.segs[slot as usize] = Some(src);
         rest == 0
     }
@@ -551,7 +555,7 @@ impl Shard {
             buf,
             used: 0,
             live: 0,
-            generation: 0,
+            generation: self.next_generation(),
         };
         let slot = match self.free_slots.pop() {
             Some(slot) => {
@@ -664,6 +668,11 @@ impl Shard {
         ctx.pool.give_segment(seg.buf);
     }
 
+    fn next_generation(&mut self) -> u32 {
+        self.generations = self.generations.wrapping_add(1);
+        self.generations
+    }
+
     fn seg(&self, slot: u32) -> &Segment {
         self.segs[slot as usize].as_ref().expect("live segment")
     }
@@ -714,10 +723,11 @@ impl Shard {
             src += len;
             dst += len;
         }
+        let generation = self.next_generation();
         let seg = self.segs[slot as usize].as_mut().expect("live segment");
         seg.used = dst;
         seg.live = dst;
-        seg.generation = seg.generation.wrapping_add(1);
+        seg.generation = generation;
     }
 
     /// Gives every segment back (for another shard that has none to recycle). Returns
@@ -850,23 +860,72 @@ impl Shard {
         self.index.len()
     }
 
-    /// Visits every linked item (for dumps), oldest segment first.
-    pub(crate) fn for_each_item(&self, mut f: impl FnMut(ItemRef<'_>)) {
-        for &slot in self.fifo.iter().chain(&self.small) {
-            let seg = self.seg(slot);
-            let mut off = 0;
-            while off < seg.used {
-                let it = ItemRef::new(&seg.buf[off..]);
-                off += it.total_len();
+    /// Visits up to `budget` items (dead ones included in the count, not in the visit) from
+    /// `pos` on, for a dump that runs in slices between which the lock is released. Returns
+    /// whether the shard is done. The segments are those queued when the walk began; one
+    /// whose bytes moved since (compacted, recycled) is walked again from its start, so an
+    /// item that moves during a dump may be listed twice or (written to a newer segment)
+    /// not at all, as with memcached's crawler; every item that stays put is listed once.
+    pub(crate) fn visit_slice(
+        &self,
+        pos: &mut DumpPos,
+        budget: usize,
+        mut f: impl FnMut(ItemRef<'_>),
+    ) -> bool {
+        let segs = pos.segs.get_or_insert_with(|| {
+            self.fifo
+                .iter()
+                .chain(&self.small)
+                .map(|&slot| (slot, self.seg(slot).generation))
+                .collect()
+        });
+        let mut visited = 0;
+        while let Some(&(slot, generation)) = segs.get(pos.seg) {
+            let Some(seg) = self.segs.get(slot as usize).and_then(Option::as_ref) else {
+                pos.seg += 1;
+                pos.off = 0;
+                continue;
+            };
+            if seg.generation != generation {
+                segs[pos.seg].1 = seg.generation;
+                pos.off = 0;
+            }
+            while pos.off < seg.used {
+                if visited >= budget {
+                    return false;
+                }
+                let it = ItemRef::new(&seg.buf[pos.off..]);
+                pos.off += it.total_len();
+                visited += 1;
                 if it.bits() & DEAD == 0 {
                     f(it);
                 }
             }
+            pos.seg += 1;
+            pos.off = 0;
         }
-        for buf in self.large.iter().flatten() {
-            f(ItemRef::new(buf));
+        while pos.large < self.large.len() {
+            if visited >= budget {
+                return false;
+            }
+            if let Some(buf) = &self.large[pos.large] {
+                f(ItemRef::new(buf));
+            }
+            pos.large += 1;
+            visited += 1;
         }
+        true
     }
+}
+
+/// Where a sliced walk of one shard's items stands ([`Shard::visit_slice`]).
+#[derive(Debug, Default)]
+pub(crate) struct DumpPos {
+    /// The shard's segments and their generations when the walk began.
+    segs: Option<Vec<(u32, u32)>>,
+    seg: usize,
+    off: usize,
+    large: usize,
 }
 
 /// An upper bound on an item's bytes, for the store's size checks.

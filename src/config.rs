@@ -202,6 +202,11 @@ pub struct Config {
     pub track_sizes: bool,
     /// `--metrics-port`: the HTTP metrics and health endpoint; 0 = off.
     pub metrics_port: u16,
+    /// `-o read_buf_mem_limit=MB`: bytes all connections' buffers may hold beyond their small
+    /// floors (read buffers grown for a long line or a value in flight, replies waiting for
+    /// the socket). `None`: the default, [`Config::buffer_limit`]; `Some(0)`: unlimited, as
+    /// memcached's 0 means.
+    pub read_buf_mem_limit: Option<usize>,
     pub store: StoreConfig,
 }
 
@@ -214,6 +219,19 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The server-wide cap on connection buffers, in bytes (`usize::MAX`: none). Without
+    /// `-o read_buf_mem_limit` it is the largest of 32 MiB, an eighth of `-m` and four
+    /// items of `-I`, so a big value can always be read and a few huge replies streamed.
+    pub fn buffer_limit(&self) -> usize {
+        match self.read_buf_mem_limit {
+            Some(0) => usize::MAX,
+            Some(bytes) => bytes,
+            None => (32 << 20)
+                .max(self.store.limit_bytes / 8)
+                .max(self.store.item_size_max.saturating_mul(4)),
+        }
+    }
+
     /// The `inter` setting as memcached shows it.
     pub fn listen_display(&self) -> String {
         if self.listen.is_empty() {
@@ -285,7 +303,6 @@ const ACCEPTED_EXTENDED: &[&str] = &[
     "temporary_ttl",
     "watcher_logbuf_size",
     "worker_logbuf_size",
-    "read_buf_mem_limit",
     "resp_obj_mem_limit",
     "inline_ascii_resp",
     "no_inline_ascii_resp",
@@ -461,6 +478,7 @@ impl Cli {
             lru_crawler_tocrawl: 0,
             track_sizes: false,
             metrics_port: self.metrics_port,
+            read_buf_mem_limit: None,
             store: StoreConfig {
                 limit_bytes,
                 threads: self.threads as usize,
@@ -533,6 +551,15 @@ fn apply_extended(config: &mut Config, opt: &str) -> Result<(), ConfigError> {
         "lru_crawler_sleep" => config.lru_crawler_sleep = number(name, value)?,
         "lru_crawler_tocrawl" => config.lru_crawler_tocrawl = number(name, value)?,
         "track_sizes" => config.track_sizes = true,
+        "read_buf_mem_limit" => {
+            let Some(value) = value else {
+                return err("Missing read_buf_mem_limit argument");
+            };
+            let mb: u32 = value.parse().map_err(|_| {
+                ConfigError("could not parse argument to read_buf_mem_limit".into())
+            })?;
+            config.read_buf_mem_limit = Some((mb as usize) << 20);
+        }
         _ if ACCEPTED_EXTENDED.contains(&name) => {}
         _ => return err(format!("Illegal suboption \"{opt}\"")),
     }

@@ -29,6 +29,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = fit_file_limit(&config) {
+        eprintln!("{e}");
+        // memcached's EX_OSERR.
+        return ExitCode::from(71);
+    }
     tune_allocator();
     // The runtime runs the accept loops, signals and the metrics endpoint; clients are
     // served by the `-t` worker threads the server starts (src/server/worker.rs).
@@ -67,16 +72,14 @@ fn tune_allocator() {
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let signal = signals().map_err(|e| format!("failed to install signal handlers: {e}"))?;
     let listeners = bind(&config).await?;
     drop_privileges(&config)?;
     if let Some(path) = &config.pidfile {
         std::fs::write(path, format!("{}\n", std::process::id()))?;
     }
-    if config.random_port
-        && let Ok(path) = std::env::var("MEMCACHED_PORT_FILENAME")
-        && let Some(addr) = listeners.iter().find_map(Listener::local_addr)
-    {
-        std::fs::write(path, format!("TCP INET: {}\n", addr.port()))?;
+    if let Ok(path) = std::env::var("MEMCACHED_PORT_FILENAME") {
+        write_port_file(&path, &listeners);
     }
     let store = Arc::new(Store::new(config.store.clone(), Arc::new(SystemClock)));
     let ctx = Arc::new(Context::new(store, config.clone()));
@@ -94,7 +97,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             ),
         }
     }
-    server::run(listeners, ctx, signals()).await;
+    server::run(listeners, ctx, signal).await;
     if let Some((stop, handle)) = reaper {
         stop.store(true, Ordering::Relaxed);
         let _ = handle.join();
@@ -108,28 +111,93 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Resolves on SIGTERM, SIGINT or SIGUSR1 (memcached's graceful stop); SIGHUP is ignored.
-async fn signals() {
+/// Installs the signal handlers and returns a future that resolves on the first SIGTERM,
+/// SIGINT or SIGUSR1 (memcached's graceful stop), which starts the drain. A second SIGTERM
+/// or SIGINT exits at once with status 1, whatever the drain is waiting for (an operator's
+/// second Ctrl-C, or a supervisor that gave up on the grace period). SIGHUP is ignored.
+fn signals() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut usr1), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::user_defined1()),
-        signal(SignalKind::hangup()),
-    ) else {
-        eprintln!("failed to install signal handlers");
-        return std::future::pending().await;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = usr1.recv() => {
-                eprintln!("Gracefully stopping");
-                return;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let notify = stop.clone();
+    tokio::spawn(async move {
+        let mut stopping = false;
+        loop {
+            let terminate = tokio::select! {
+                _ = term.recv() => true,
+                _ = int.recv() => true,
+                _ = usr1.recv() => {
+                    if !stopping {
+                        eprintln!("Gracefully stopping");
+                    }
+                    false
+                }
+                _ = hup.recv() => continue,
+            };
+            if stopping && terminate {
+                eprintln!("second termination signal: exiting without finishing the drain");
+                std::process::exit(1);
             }
-            _ = hup.recv() => {}
+            if !stopping {
+                stopping = true;
+                // Stored as a permit if the server is not waiting yet.
+                notify.notify_one();
+            }
         }
+    });
+    Ok(async move { stop.notified().await })
+}
+
+/// Raises the open-file limit to fit `-c` connections and the server's own descriptors, as
+/// memcached does; refuses to start (memcached's message) when the hard limit cannot be
+/// raised that far, rather than accept connections it could not serve.
+fn fit_file_limit(config: &Config) -> Result<(), String> {
+    // Listeners, a poller and a waker per worker, the metrics socket, std streams, slack.
+    let need = (config.max_conns + 2 * config.threads + 64) as libc::rlim_t;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct, which `lim` is.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err("failed to getrlimit number of files".into());
+    }
+    if lim.rlim_cur >= need {
+        return Ok(());
+    }
+    let raised = libc::rlimit {
+        rlim_cur: need,
+        rlim_max: lim.rlim_max.max(need),
+    };
+    // SAFETY: setrlimit reads one rlimit struct; failure is checked.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err("failed to set rlimit for open files. Try starting as root or requesting smaller maxconns value.".into());
+    }
+    Ok(())
+}
+
+/// memcached's `MEMCACHED_PORT_FILENAME`: one `TCP INET: <port>` or `TCP INET6: <port>` line
+/// per TCP listener (both for the dual-stack socket that serves all interfaces), written to
+/// `<path>.lck` and renamed into place, so a reader never sees half of it.
+fn write_port_file(path: &str, listeners: &[Listener]) {
+    let mut text = String::new();
+    for addr in listeners.iter().filter_map(Listener::local_addr) {
+        let port = addr.port();
+        match addr.ip() {
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                text.push_str(&format!("TCP INET: {port}\nTCP INET6: {port}\n"));
+            }
+            std::net::IpAddr::V6(_) => text.push_str(&format!("TCP INET6: {port}\n")),
+            std::net::IpAddr::V4(_) => text.push_str(&format!("TCP INET: {port}\n")),
+        }
+    }
+    let temp = format!("{path}.lck");
+    let written = std::fs::write(&temp, text).and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = written {
+        eprintln!("Failed to open \"{temp}\": {e}");
     }
 }
 

@@ -170,7 +170,7 @@ const COUNTERS: &[(&str, &str)] = &[
     ("memcrab_meta_commands_total", "Meta commands processed."),
     (
         "memcrab_connections_closed_total",
-        "Connections closed, by reason (client, quit, protocol_error, idle_timeout, shutdown, io_error).",
+        "Connections closed, by reason (client, quit, protocol_error, idle_timeout, shutdown, io_error, out_of_memory).",
     ),
     (
         "memcrab_protocol_errors_total",

@@ -6,13 +6,22 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::Ordering;
 
-use super::{Context, line};
+use super::reply::{Admit, Room};
+use super::{Context, Progress, Resume, line};
 use crate::protocol::meta::encode_key;
-use crate::storage::ItemRef;
 use crate::storage::item::{FETCHED, KEY_BINARY};
+use crate::storage::{DumpCursor, ItemRef};
 
 /// memcached stops a cachedump reply at 2 MB.
 const CACHEDUMP_MAX_BYTES: usize = 2 << 20;
+/// Items visited per slice of a dump: one shard lock hold (tens of microseconds).
+const DUMP_SLICE_ITEMS: usize = 64;
+/// The longest line a dump writes for one item: a 250-byte key, %-encoded, and its fields.
+const DUMP_LINE_MAX: usize = 1024;
+/// Items `lru_crawler crawl` checks per shard lock hold.
+const CRAWL_SLICE_ITEMS: usize = 4096;
+/// A dump that finds no memory for its reply (memcached's message for stats replies).
+const OUT_OF_MEMORY: &str = "SERVER_ERROR out of memory writing stats";
 /// `lru_crawler sleep` refuses more than a second.
 const MAX_CRAWLER_SLEEP_US: u64 = 1_000_000;
 
@@ -102,11 +111,17 @@ impl Context {
         }
     }
 
-    /// `stats cachedump <class> <limit>`.
-    pub(super) fn stats_cachedump(&self, args: &[&[u8]], out: &mut Vec<u8>) {
+    /// `stats cachedump <class> <limit>`, streamed in slices like the other dumps.
+    pub(super) fn stats_cachedump(
+        &self,
+        args: &[&[u8]],
+        out: &mut Vec<u8>,
+        room: &mut Room<'_>,
+        resume: &mut Resume,
+    ) -> Progress {
         if !self.config.dump_enabled {
             line(out, "CLIENT_ERROR stats cachedump not allowed");
-            return;
+            return Progress::DONE;
         }
         let number = |t: &[u8]| std::str::from_utf8(t).ok()?.parse::<usize>().ok();
         let (Some(class), Some(limit)) = (
@@ -114,17 +129,16 @@ impl Context {
             args.get(1).and_then(|t| number(t)),
         ) else {
             line(out, "CLIENT_ERROR bad command line");
-            return;
+            return Progress::DONE;
         };
         if class == 0 || class > self.store.classes().len() {
             line(out, "CLIENT_ERROR Illegal slab id");
-            return;
+            return Progress::DONE;
         }
         let limit = if limit == 0 { usize::MAX } else { limit };
         let started = self.store.time().started();
-        let start = out.len();
-        self.store.for_each_item(class, limit, |it| {
-            if out.len() - start > CACHEDUMP_MAX_BYTES {
+        self.stream_dump(class, out, room, resume, |dump, it, out| {
+            if dump.listed >= limit || dump.bytes > CACHEDUMP_MAX_BYTES {
                 return;
             }
             let exp = if it.exptime() == 0 {
@@ -132,15 +146,64 @@ impl Context {
             } else {
                 started + u64::from(it.exptime())
             };
+            let start = out.len();
             out.extend_from_slice(b"ITEM ");
             out.extend_from_slice(it.key());
             let _ = write!(out, " [{} b; {} s]\r\n", it.value_len(), exp);
-        });
-        line(out, "END");
+            dump.listed += 1;
+            dump.bytes += out.len() - start;
+        })
+        .finish(out, "END")
+    }
+
+    /// Runs a dump from where `resume` says, one slice (one short shard lock) at a time,
+    /// until it is done or the reply must wait for the socket.
+    fn stream_dump(
+        &self,
+        class: usize,
+        out: &mut Vec<u8>,
+        room: &mut Room<'_>,
+        resume: &mut Resume,
+        mut write: impl FnMut(&mut Dump, ItemRef<'_>, &mut Vec<u8>),
+    ) -> Streamed {
+        let mut dump = match std::mem::take(resume) {
+            Resume::Dump(dump) => dump,
+            _ => Box::default(),
+        };
+        loop {
+            if room.must_pause(out) {
+                *resume = Resume::Dump(dump);
+                return Streamed::Paused;
+            }
+            match room.admit(out, DUMP_SLICE_ITEMS * DUMP_LINE_MAX) {
+                Admit::Fits => {}
+                Admit::Pause => {
+                    *resume = Resume::Dump(dump);
+                    return Streamed::Paused;
+                }
+                Admit::Refuse => return Streamed::OutOfMemory,
+            }
+            let mut cursor = std::mem::take(&mut dump.cursor);
+            let done = self
+                .store
+                .dump_slice(&mut cursor, class, DUMP_SLICE_ITEMS, |it| {
+                    write(&mut dump, it, out)
+                });
+            dump.cursor = cursor;
+            if done {
+                return Streamed::Done;
+            }
+        }
     }
 
     /// `lru_crawler <subcommand>`.
-    pub(super) fn lru_crawler(&self, args: &[u8], out: &mut Vec<u8>) {
+    pub(super) fn lru_crawler(
+        &self,
+        args: &[u8],
+        out: &mut Vec<u8>,
+        room: &mut Room<'_>,
+        resume: &mut Resume,
+    ) -> Progress {
         let words: Vec<&[u8]> = args
             .split(|&b| b == b' ')
             .filter(|w| !w.is_empty())
@@ -156,17 +219,22 @@ impl Context {
                 if !self.config.dump_enabled {
                     let what = if mg { "key dump" } else { "metadump" };
                     line(out, &format!("ERROR {what} not allowed"));
-                    return;
+                    return Progress::DONE;
                 }
                 let Some(class) = self.crawl_target(words.get(1).copied()) else {
                     line(out, "BADCLASS invalid class id");
-                    return;
+                    return Progress::DONE;
                 };
-                self.metadump(class, mg, out);
+                return self.metadump(class, mg, out, room, resume);
             }
             Some(b"crawl") => match self.crawl_target(words.get(1).copied()) {
                 Some(_) => {
-                    self.store.reap(usize::MAX);
+                    // One pass over every item, in slices: no shard is locked for the
+                    // whole walk.
+                    let per_call = CRAWL_SLICE_ITEMS * self.store.shard_count();
+                    for _ in 0..=self.store.len() / per_call {
+                        self.store.reap(CRAWL_SLICE_ITEMS);
+                    }
                     line(out, "OK");
                 }
                 None => line(out, "BADCLASS invalid class id"),
@@ -185,6 +253,7 @@ impl Context {
             Some(b"enable") | Some(b"disable") => line(out, "OK"),
             _ => line(out, "ERROR"),
         }
+        Progress::DONE
     }
 
     /// `all`/`hash` (0: every class) or a class id; `None` for anything else.
@@ -198,50 +267,84 @@ impl Context {
         }
     }
 
-    fn metadump(&self, class: usize, mg: bool, out: &mut Vec<u8>) {
+    fn metadump(
+        &self,
+        class: usize,
+        mg: bool,
+        out: &mut Vec<u8>,
+        room: &mut Room<'_>,
+        resume: &mut Resume,
+    ) -> Progress {
         let time = self.store.time();
         let cas_enabled = self.store.config().cas_enabled;
         let classes = self.store.classes();
         let mut text = String::new();
-        self.store
-            .for_each_item(class, usize::MAX, |it: ItemRef<'_>| {
-                text.clear();
-                let binary = it.bits() & KEY_BINARY != 0;
-                if mg {
-                    text.push_str("mg ");
-                    if binary {
-                        text.push_str(&encode_key(it.key()));
-                        text.push_str(" b");
-                    } else {
-                        text.push_str(&String::from_utf8_lossy(it.key()));
-                    }
-                    text.push_str("\r\n");
+        self.stream_dump(class, out, room, resume, |_, it, out| {
+            text.clear();
+            let binary = it.bits() & KEY_BINARY != 0;
+            if mg {
+                text.push_str("mg ");
+                if binary {
+                    text.push_str(&encode_key(it.key()));
+                    text.push_str(" b");
                 } else {
-                    text.push_str("key=");
-                    uri_encode(it.key(), &mut text);
-                    let exp = if it.exptime() == 0 {
-                        -1
-                    } else {
-                        time.to_unix(it.exptime()) as i64
-                    };
-                    let _ = writeln!(
-                        text,
-                        " exp={exp} la={} cas={} fetch={} cls={} size={} flags={}",
-                        time.to_unix(it.atime()),
-                        if cas_enabled { it.cas() } else { 0 },
-                        if it.bits() & FETCHED != 0 {
-                            "yes"
-                        } else {
-                            "no"
-                        },
-                        classes.class_of(it.total_len()),
-                        it.total_len(),
-                        it.flags()
-                    );
+                    text.push_str(&String::from_utf8_lossy(it.key()));
                 }
-                out.extend_from_slice(text.as_bytes());
-            });
-        line(out, if mg { "EN" } else { "END" });
+                text.push_str("\r\n");
+            } else {
+                text.push_str("key=");
+                uri_encode(it.key(), &mut text);
+                let exp = if it.exptime() == 0 {
+                    -1
+                } else {
+                    time.to_unix(it.exptime()) as i64
+                };
+                let _ = writeln!(
+                    text,
+                    " exp={exp} la={} cas={} fetch={} cls={} size={} flags={}",
+                    time.to_unix(it.atime()),
+                    if cas_enabled { it.cas() } else { 0 },
+                    if it.bits() & FETCHED != 0 {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                    classes.class_of(it.total_len()),
+                    it.total_len(),
+                    it.flags()
+                );
+            }
+            out.extend_from_slice(text.as_bytes());
+        })
+        .finish(out, if mg { "EN" } else { "END" })
+    }
+}
+
+/// A dump between its slices.
+#[derive(Debug, Default)]
+pub struct Dump {
+    cursor: DumpCursor,
+    /// Items and bytes listed so far (`stats cachedump` stops at its limit and at 2 MB).
+    listed: usize,
+    bytes: usize,
+}
+
+/// How far [`Context::stream_dump`] got.
+enum Streamed {
+    Done,
+    Paused,
+    OutOfMemory,
+}
+
+impl Streamed {
+    /// The request's progress, with its last line written when it is over.
+    fn finish(self, out: &mut Vec<u8>, last: &str) -> Progress {
+        match self {
+            Streamed::Done => line(out, last),
+            Streamed::Paused => return Progress::Paused,
+            Streamed::OutOfMemory => line(out, OUT_OF_MEMORY),
+        }
+        Progress::DONE
     }
 }
 

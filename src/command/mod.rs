@@ -9,6 +9,7 @@
 mod dump;
 pub mod latency;
 mod meta;
+pub mod reply;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use crate::config::Config;
 use crate::protocol::{ProtocolError, Request, ShutdownMode, StoreMode};
 use crate::storage::{DeltaResult, Mode, Store, StoreError, StoreResult};
 
+pub use reply::{Admit, BufferBudget, Room};
 pub use stats::{ConnInfo, active_classes, rusage_seconds, state as conn_state};
 
 /// The version memcrab reports on the wire: the memcached release whose behaviour it follows.
@@ -130,16 +132,19 @@ pub enum Closed {
     Shutdown,
     /// A socket error.
     IoError,
+    /// A request needed more buffer memory than the server-wide cap had left.
+    OutOfMemory,
 }
 
 impl Closed {
-    pub const ALL: [Closed; 6] = [
+    pub const ALL: [Closed; 7] = [
         Closed::Client,
         Closed::Quit,
         Closed::ProtocolError,
         Closed::IdleTimeout,
         Closed::Shutdown,
         Closed::IoError,
+        Closed::OutOfMemory,
     ];
 
     /// The label value.
@@ -151,6 +156,7 @@ impl Closed {
             Closed::IdleTimeout => "idle_timeout",
             Closed::Shutdown => "shutdown",
             Closed::IoError => "io_error",
+            Closed::OutOfMemory => "out_of_memory",
         }
     }
 }
@@ -163,6 +169,36 @@ pub enum Outcome {
     /// `shutdown` with `-A`: stop the server.
     Shutdown,
 }
+
+/// How far a request got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Done(Outcome),
+    /// Its reply is streaming ([`reply`]): send what is waiting, then run the same request
+    /// again with the [`Resume`] it left.
+    Paused,
+}
+
+impl Progress {
+    const DONE: Progress = Progress::Done(Outcome::Continue);
+}
+
+/// Where a paused request goes on from, kept by the connection. Its input stays in the read
+/// buffer until it is done, so the request is parsed again and continues from here.
+#[derive(Debug, Default)]
+pub enum Resume {
+    #[default]
+    Start,
+    /// A multi-key get: the offset of the next key in the key list.
+    Get { offset: usize },
+    /// A key dump.
+    Dump(Box<dump::Dump>),
+}
+
+/// What memcached answers a get whose reply finds no memory.
+const GET_OUT_OF_MEMORY: &str = "SERVER_ERROR out of memory writing get response";
+/// The longest `VALUE <key> <flags> <bytes> <cas>\r\n` line and `END\r\n`.
+const VALUE_LINE_MAX: usize = 6 + crate::protocol::MAX_KEY_LEN + 3 * 21 + 2 + 5;
 
 /// Everything commands share, one per server.
 pub struct Context {
@@ -177,6 +213,8 @@ pub struct Context {
     /// Set from the shutdown signal on: `/readyz` fails, `accepting_conns` is 0.
     pub draining: AtomicBool,
     pub latency: latency::Latency,
+    /// The cap on connection buffers (`-o read_buf_mem_limit`).
+    pub buffers: BufferBudget,
     /// `stats detail`: on by `stats detail on` or `-D`. The map is behind a plain mutex,
     /// taken per keyed request only while detail is on (memcached does the same).
     detail_on: AtomicBool,
@@ -189,6 +227,7 @@ impl Context {
         Self {
             store,
             verbosity: AtomicU32::new(u32::from(config.verbosity)),
+            buffers: BufferBudget::new(config.buffer_limit()),
             config,
             counters: Counters::default(),
             started: Instant::now(),
@@ -212,24 +251,39 @@ impl Context {
         }
     }
 
-    /// Runs one request, appending its reply (if any) to `out`.
-    pub fn execute(&self, req: &Request<'_>, conn: &ConnInfo, out: &mut Vec<u8>) -> Outcome {
+    /// Runs one request, appending its reply (if any) to `out`; a reply that must stream
+    /// (a multi-key get, a dump) may pause, see [`Progress::Paused`].
+    pub fn execute(
+        &self,
+        req: &Request<'_>,
+        conn: &ConnInfo,
+        out: &mut Vec<u8>,
+        room: &mut Room<'_>,
+        resume: &mut Resume,
+    ) -> Progress {
         let mark = out.len();
-        let outcome = self.run(req, conn, out);
+        let progress = self.run(req, conn, out, room, resume);
         if req.noreply() {
             out.truncate(mark);
         }
-        outcome
+        progress
     }
 
-    fn run(&self, req: &Request<'_>, conn: &ConnInfo, out: &mut Vec<u8>) -> Outcome {
+    fn run(
+        &self,
+        req: &Request<'_>,
+        conn: &ConnInfo,
+        out: &mut Vec<u8>,
+        room: &mut Room<'_>,
+        resume: &mut Resume,
+    ) -> Progress {
         match *req {
             Request::Meta(ref m) => self.meta(m, out),
             Request::Get {
                 keys,
                 with_cas,
                 touch,
-            } => self.get(keys, with_cas, touch, out),
+            } => return self.get(keys, with_cas, touch, out, room, resume),
             Request::Store {
                 mode,
                 key,
@@ -301,14 +355,14 @@ impl Context {
                 self.verbosity.store(level, Ordering::Relaxed);
                 line(out, "OK");
             }
-            Request::Quit => return Outcome::Close,
+            Request::Quit => return Progress::Done(Outcome::Close),
             Request::Shutdown { mode } => {
                 if !self.config.shutdown_enabled {
                     line(out, "SERVER_ERROR: shutdown not enabled");
                 } else if mode == ShutdownMode::Invalid {
                     line(out, "CLIENT_ERROR invalid shutdown mode");
                 } else {
-                    return Outcome::Shutdown;
+                    return Progress::Done(Outcome::Shutdown);
                 }
             }
             Request::CacheMemlimit { megabytes, .. } => {
@@ -322,15 +376,45 @@ impl Context {
                 };
                 line(out, reply);
             }
-            Request::Stats { args } => self.stats(args, conn, out),
-            Request::LruCrawler { args } => self.lru_crawler(args, out),
+            Request::Stats { args } => return self.stats(args, conn, out, room, resume),
+            Request::LruCrawler { args } => return self.lru_crawler(args, out, room, resume),
         }
-        Outcome::Continue
+        Progress::DONE
     }
 
-    fn get(&self, keys: &[u8], with_cas: bool, touch: Option<i64>, out: &mut Vec<u8>) {
-        for key in keys.split(|&b| b == b' ').filter(|k| !k.is_empty()) {
+    /// get, gets, gat, gats: one value at a time into the reply, pausing whenever the
+    /// connection's unsent replies pass the stream cap or the buffer budget is spent, so a
+    /// get naming a large value thousands of times costs the cap, not their sum.
+    fn get(
+        &self,
+        keys: &[u8],
+        with_cas: bool,
+        touch: Option<i64>,
+        out: &mut Vec<u8>,
+        room: &mut Room<'_>,
+        resume: &mut Resume,
+    ) -> Progress {
+        let mut offset = match std::mem::take(resume) {
+            Resume::Get { offset } => offset,
+            _ => 0,
+        };
+        while let Some(start) = keys[offset..].iter().position(|&b| b != b' ') {
+            let start = offset + start;
+            let end = keys[start..]
+                .iter()
+                .position(|&b| b == b' ')
+                .map_or(keys.len(), |n| start + n);
+            let key = &keys[start..end];
+            if room.must_pause(out) {
+                *resume = Resume::Get { offset: start };
+                return Progress::Paused;
+            }
+            let mut admit = Admit::Fits;
             let hit = self.store.get(key, touch, |it| {
+                admit = room.admit(out, VALUE_LINE_MAX + it.value.len());
+                if admit != Admit::Fits {
+                    return;
+                }
                 let mut num = itoa::Buffer::new();
                 out.extend_from_slice(b"VALUE ");
                 out.extend_from_slice(it.key);
@@ -346,9 +430,23 @@ impl Context {
                 out.extend_from_slice(it.value);
                 out.extend_from_slice(b"\r\n");
             });
+            match admit {
+                Admit::Fits => {}
+                // Looked up again when the reply goes on (its hit is counted twice).
+                Admit::Pause => {
+                    *resume = Resume::Get { offset: start };
+                    return Progress::Paused;
+                }
+                Admit::Refuse => {
+                    line(out, GET_OUT_OF_MEMORY);
+                    return Progress::DONE;
+                }
+            }
             self.detail(key, dump::DetailOp::Get { hit: hit.is_some() });
+            offset = end;
         }
         out.extend_from_slice(b"END\r\n");
+        Progress::DONE
     }
 }
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-use super::{Context, PROTOCOL_VERSION, line, stat};
+use super::{Context, PROTOCOL_VERSION, Progress, Resume, Room, line, stat};
 use crate::config::Binding;
 use crate::storage::StoreStats;
 
@@ -96,8 +96,18 @@ pub fn active_classes(s: &StoreStats) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
+/// Items `stats sizes` counts per shard lock hold.
+const SIZES_SLICE_ITEMS: usize = 4096;
+
 impl Context {
-    pub(super) fn stats(&self, args: &[u8], conn: &ConnInfo, out: &mut Vec<u8>) {
+    pub(super) fn stats(
+        &self,
+        args: &[u8],
+        conn: &ConnInfo,
+        out: &mut Vec<u8>,
+        room: &mut Room<'_>,
+        resume: &mut Resume,
+    ) -> Progress {
         let mut words = args.split(|&b| b == b' ').filter(|w| !w.is_empty());
         let sub = words.next().unwrap_or(b"");
         match sub {
@@ -117,7 +127,7 @@ impl Context {
                     c.store(0, Ordering::Relaxed);
                 }
                 line(out, "RESET");
-                return;
+                return Progress::DONE;
             }
             b"settings" => self.stats_settings(out),
             b"items" => self.stats_items(out),
@@ -126,19 +136,19 @@ impl Context {
             b"conns" => self.stats_conns(conn, out),
             b"detail" => {
                 self.stats_detail(words.next().unwrap_or(b""), out);
-                return;
+                return Progress::DONE;
             }
             b"cachedump" => {
                 let rest: Vec<&[u8]> = words.collect();
-                self.stats_cachedump(&rest, out);
-                return;
+                return self.stats_cachedump(&rest, out, room, resume);
             }
             _ => {
                 line(out, "ERROR");
-                return;
+                return Progress::DONE;
             }
         }
         line(out, "END");
+        Progress::DONE
     }
 
     fn stats_general(&self, out: &mut Vec<u8>) {
@@ -166,13 +176,15 @@ impl Context {
             stat(out, "rejected_connections", load(&c.rejected_connections));
         }
         stat(out, "connection_structures", curr_conns);
-        stat(out, "response_obj_oom", 0);
+        let buffers = &self.buffers;
+        let gauge = |g: &std::sync::atomic::AtomicI64| g.load(Ordering::Relaxed).max(0);
+        stat(out, "response_obj_oom", load(&buffers.reply_oom));
         stat(out, "response_obj_count", 0);
-        stat(out, "response_obj_bytes", 0);
+        stat(out, "response_obj_bytes", gauge(&c.write_buffer_bytes));
         stat(out, "read_buf_count", curr_conns);
-        stat(out, "read_buf_bytes", 0);
+        stat(out, "read_buf_bytes", gauge(&c.read_buffer_bytes));
         stat(out, "read_buf_bytes_free", 0);
-        stat(out, "read_buf_oom", 0);
+        stat(out, "read_buf_oom", load(&buffers.read_oom));
         stat(out, "reserved_fds", 0);
         stat(out, "cmd_get", s.totals.get_hits + s.ops.get_misses);
         stat(out, "cmd_set", cmd_set);
@@ -336,7 +348,12 @@ impl Context {
         stat(out, "idle_timeout", cfg.idle_timeout);
         stat(out, "watcher_logbuf_size", 262_144);
         stat(out, "worker_logbuf_size", 65_536);
-        stat(out, "read_buf_mem_limit", 0);
+        let limit = self.buffers.limit();
+        stat(
+            out,
+            "read_buf_mem_limit",
+            if limit == usize::MAX { 0 } else { limit },
+        );
         stat(out, "track_sizes", yes_no(cfg.track_sizes));
         stat(out, "inline_ascii_response", "no");
         stat(out, "num_napi_ids", "(null)");
@@ -416,9 +433,13 @@ impl Context {
             return;
         }
         let mut buckets = std::collections::BTreeMap::<usize, u64>::new();
-        self.store.for_each_item(0, usize::MAX, |it| {
-            *buckets.entry(it.total_len().div_ceil(32) * 32).or_default() += 1;
-        });
+        let mut cursor = crate::storage::DumpCursor::default();
+        while !self
+            .store
+            .dump_slice(&mut cursor, 0, SIZES_SLICE_ITEMS, |it| {
+                *buckets.entry(it.total_len().div_ceil(32) * 32).or_default() += 1;
+            })
+        {}
         for (size, count) in buckets {
             stat(out, &size.to_string(), count);
         }

@@ -17,16 +17,26 @@ use std::sync::atomic::Ordering;
 use bytes::{Buf, BufMut, BytesMut};
 
 use crate::command::latency::{CommandClass, LocalLatency};
-use crate::command::{Closed, ConnInfo, Context, Outcome, Rejected, conn_state as state, line};
+use crate::command::reply::{REPLY_FLOOR, STREAM_CAP};
+use crate::command::{
+    Closed, ConnInfo, Context, Outcome, Progress, Rejected, Resume, Room, conn_state as state, line,
+};
 use crate::protocol::{Dropped, Limits, Parsed, ascii};
 
 /// Bytes asked of the socket per read (memcached reads 16 KB at a time too).
 pub(super) const READ_CHUNK: usize = 16 * 1024;
+/// Read buffer bytes a connection may hold without charging the buffer budget: room for a
+/// read while part of a request is still buffered. A longer line or a value in flight
+/// grows the buffer beyond it only with the budget's consent.
+const READ_FLOOR: usize = 4 * READ_CHUNK;
 /// Replies are written out once this many bytes are waiting, even mid-batch, and no further
 /// request of the connection runs until they are below it again.
-const OUT_FLUSH: usize = 256 * 1024;
+const OUT_FLUSH: usize = STREAM_CAP;
 /// First allocation of the reply buffer of a batch.
 const OUT_INITIAL: usize = 4096;
+/// What memcached answers (and then closes) when a request needs a read buffer it cannot
+/// have.
+const READ_OUT_OF_MEMORY: &str = "SERVER_ERROR out of memory reading request";
 
 /// A client socket, TCP or UNIX, registered with its worker's poller.
 pub(super) enum Stream {
@@ -129,6 +139,11 @@ pub(super) struct Connection {
     peer_closed: bool,
     /// Buffer capacities last reported to the server-wide gauges.
     reported: (usize, usize),
+    /// Where a paused request (a streaming reply) goes on from.
+    resume: Resume,
+    /// Bytes charged to the buffer budget for the read and reply buffers beyond their floors.
+    read_charged: usize,
+    out_charged: usize,
 }
 
 impl Connection {
@@ -144,6 +159,9 @@ impl Connection {
             more_to_read: true,
             peer_closed: false,
             reported: (0, 0),
+            resume: Resume::Start,
+            read_charged: 0,
+            out_charged: 0,
         }
     }
 
@@ -216,7 +234,18 @@ impl Connection {
                 return Ok(Next::Read);
             }
             self.info.state.store(state::READ, Ordering::Relaxed);
-            match self.read()? {
+            let read = match self.read(env.ctx) {
+                Ok(read) => read,
+                Err(ReadError::Io(e)) => return Err(e),
+                Err(ReadError::OutOfMemory) => {
+                    // memcached drops what it read, answers, and closes.
+                    self.rbuf.clear();
+                    line(&mut self.out, READ_OUT_OF_MEMORY);
+                    let _ = self.write_out(env.ctx);
+                    return Ok(Next::Close(Closed::OutOfMemory));
+                }
+            };
+            match read {
                 Some(0) => return Ok(Next::Close(Closed::Client)),
                 Some(n) => {
                     env.ctx
@@ -241,9 +270,22 @@ impl Connection {
     }
 
     /// Reads once into the read buffer. `None`: nothing there (wait for the poller).
-    fn read(&mut self) -> io::Result<Option<usize>> {
+    fn read(&mut self, ctx: &Context) -> Result<Option<usize>, ReadError> {
         if self.rbuf.capacity() == 0 {
             self.rbuf = buffers::take();
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK {
+            // Growing for one long request: the budget must have room for the new buffer
+            // (a doubling, as `reserve` does) beyond what this connection holds already.
+            let target = (self.rbuf.len() + READ_CHUNK).max(self.rbuf.capacity() * 2);
+            let extra = target
+                .saturating_sub(READ_FLOOR)
+                .saturating_sub(self.read_charged);
+            if !ctx.buffers.try_charge(extra) {
+                ctx.buffers.read_oom.fetch_add(1, Ordering::Relaxed);
+                return Err(ReadError::OutOfMemory);
+            }
+            self.read_charged += extra;
         }
         self.rbuf.reserve(READ_CHUNK);
         let spare = self.rbuf.spare_capacity_mut();
@@ -268,7 +310,7 @@ impl Connection {
                     self.more_to_read = false;
                     return Ok(None);
                 }
-                _ => return Err(err),
+                _ => return Err(err.into()),
             }
         }
     }
@@ -348,6 +390,10 @@ impl Connection {
             if self.out.len() >= OUT_FLUSH {
                 return Step::OutFull;
             }
+            if self.out.len() >= REPLY_FLOOR && !ctx.buffers.has_room() {
+                // Past its floor with the budget spent: wait for its own replies to drain.
+                return Step::OutFull;
+            }
             if *handled >= per_event {
                 *handled = 0;
                 ctx.counters.conn_yields.fetch_add(1, Ordering::Relaxed);
@@ -359,6 +405,11 @@ impl Connection {
             }
             let mark = self.out.len();
             let started = env.measure.then(std::time::Instant::now);
+            if self.rbuf[0] == BINARY_REQUEST_MAGIC {
+                ctx.counters.reject(Rejected::ForeignProtocol);
+                binary_unsupported(&self.rbuf, &mut self.out);
+                return Step::Close(Closed::ProtocolError);
+            }
             let (used, outcome) = match ascii::parse(&self.rbuf, &self.limits) {
                 Parsed::Incomplete => {
                     self.info.state.store(state::NREAD, Ordering::Relaxed);
@@ -372,8 +423,21 @@ impl Connection {
                     return Step::Close(Closed::ProtocolError);
                 }
                 Parsed::Request(req, used) => {
+                    let mut room = Room {
+                        budget: &ctx.buffers,
+                        charged: &mut self.out_charged,
+                        sent: self.sent,
+                    };
+                    let progress =
+                        ctx.execute(&req, &self.info, &mut self.out, &mut room, &mut self.resume);
+                    let Progress::Done(outcome) = progress else {
+                        // The same request runs again once its replies so far are sent; a
+                        // paused stream counts as a request for `-R`.
+                        self.settle(ctx);
+                        *handled += 1;
+                        return Step::OutFull;
+                    };
                     self.swallow = req.swallow();
-                    let outcome = ctx.execute(&req, &self.info, &mut self.out);
                     if let Some(started) = started {
                         env.latency
                             .record(CommandClass::of(&req), started.elapsed());
@@ -398,6 +462,7 @@ impl Connection {
                 self.log_exchange(used, mark);
             }
             self.rbuf.advance(used);
+            self.settle(ctx);
             *handled += 1;
             match outcome {
                 Outcome::Continue => {}
@@ -427,8 +492,34 @@ impl Connection {
         }
     }
 
-    /// Publishes changes of this connection's buffer capacities (memory outside `-m`).
+    /// Brings the buffer budget's charges in line with the buffers' capacities beyond their
+    /// floors: growth that was not asked for (small replies that grew the buffer) is charged
+    /// after the fact, and capacity given back is credited.
+    fn settle(&mut self, ctx: &Context) {
+        let budget = &ctx.buffers;
+        for (charged, excess) in [
+            (
+                &mut self.read_charged,
+                self.rbuf.capacity().saturating_sub(READ_FLOOR),
+            ),
+            (
+                &mut self.out_charged,
+                self.out.capacity().saturating_sub(REPLY_FLOOR),
+            ),
+        ] {
+            if excess > *charged {
+                budget.charge(excess - *charged);
+            } else {
+                budget.credit(*charged - excess);
+            }
+            *charged = excess;
+        }
+    }
+
+    /// Publishes changes of this connection's buffer capacities (memory outside `-m`) and
+    /// settles its budget charges.
     pub(super) fn report_buffers(&mut self, ctx: &Context) {
+        self.settle(ctx);
         let now = (self.rbuf.capacity(), self.out.capacity());
         if now != self.reported {
             let counters = &ctx.counters;
@@ -457,6 +548,37 @@ impl Connection {
         // acknowledged by the peer. The descriptor is open while `self` lives.
         let rc = unsafe { libc::ioctl(self.stream.fd(), libc::TIOCOUTQ, &mut unsent) };
         if rc != 0 { 0 } else { unsent.max(0) as usize }
+    }
+}
+
+/// The first byte of a binary-protocol request.
+const BINARY_REQUEST_MAGIC: u8 = 0x80;
+
+/// Answers a binary-protocol request, which this server does not speak yet, the way a binary
+/// server answers an opcode it does not know (status 0x0081 "Unknown command", the request's
+/// opcode and opaque echoed), so a binary client reports an error instead of waiting; the
+/// connection then closes.
+fn binary_unsupported(request: &[u8], out: &mut Vec<u8>) {
+    const BODY: &[u8] = b"Unknown command";
+    let opcode = request.get(1).copied().unwrap_or(0);
+    let opaque = request.get(12..16).unwrap_or(&[0; 4]);
+    out.extend_from_slice(&[0x81, opcode, 0, 0, 0, 0, 0x00, 0x81]);
+    out.extend_from_slice(&(BODY.len() as u32).to_be_bytes());
+    out.extend_from_slice(opaque);
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(BODY);
+}
+
+/// Why a read failed.
+enum ReadError {
+    Io(io::Error),
+    /// The request needs a larger read buffer than the budget allows.
+    OutOfMemory,
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        ReadError::Io(e)
     }
 }
 

@@ -143,6 +143,9 @@ struct Dispatch {
 async fn accept_loop(listener: Listener, dispatch: Dispatch) {
     let ctx = &dispatch.ctx;
     let mut backoff = Duration::from_millis(1);
+    // A descriptor held in reserve: when the process runs out, it is closed to accept and
+    // turn away one waiting client, so clients are told instead of left hanging.
+    let mut reserve = std::fs::File::open("/dev/null").ok();
     loop {
         let accepted = match &listener {
             Listener::Tcp(l) => l.accept().await.and_then(|(s, peer)| {
@@ -161,10 +164,18 @@ async fn accept_loop(listener: Listener, dispatch: Dispatch) {
                 dispatch.admit(stream, peer);
             }
             Err(e) => {
-                // Out of descriptors, say: back off instead of spinning.
                 if ctx.verbosity.load(Ordering::Relaxed) > 0 {
                     eprintln!("accept failed on {}: {e}", dispatch.listen_addr);
                 }
+                let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                if out_of_fds && reserve.take().is_some() {
+                    ctx.counters
+                        .listen_disabled_num
+                        .fetch_add(1, Ordering::Relaxed);
+                    turn_away_one(&listener, ctx).await;
+                    reserve = std::fs::File::open("/dev/null").ok();
+                }
+                // Back off instead of spinning while descriptors are short.
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
             }
@@ -208,6 +219,34 @@ impl Dispatch {
             // The worker has stopped (shutdown): the connection closes unserved.
             counters.curr_connections.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// With the reserve descriptor freed: accepts one waiting client, if one is there at once,
+/// and turns it away with memcached's `-c` answer.
+async fn turn_away_one(listener: &Listener, ctx: &Context) {
+    let now = std::future::ready(());
+    let stream = match listener {
+        Listener::Tcp(l) => tokio::select! {
+            biased;
+            r = l.accept() => r.ok().and_then(|(s, _)| s.into_std().ok()).map(|s| {
+                Stream::Tcp(mio::net::TcpStream::from_std(s))
+            }),
+            _ = now => None,
+        },
+        Listener::Unix(l, _) => tokio::select! {
+            biased;
+            r = l.accept() => r.ok().and_then(|(s, _)| s.into_std().ok()).map(|s| {
+                Stream::Unix(mio::net::UnixStream::from_std(s))
+            }),
+            _ = now => None,
+        },
+    };
+    if let Some(stream) = stream {
+        ctx.counters
+            .rejected_connections
+            .fetch_add(1, Ordering::Relaxed);
+        reject(stream);
     }
 }
 

@@ -599,7 +599,15 @@ def test_memcrab_extras_and_process_metrics(start_server):
     assert result.value("process_open_fds") > 0
 
 
-CLOSE_REASONS = {"client", "quit", "protocol_error", "idle_timeout", "shutdown", "io_error"}
+CLOSE_REASONS = {
+    "client",
+    "quit",
+    "protocol_error",
+    "idle_timeout",
+    "shutdown",
+    "io_error",
+    "out_of_memory",
+}
 
 
 def closed_by_reason(port):

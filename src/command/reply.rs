@@ -1,0 +1,194 @@
+//! Reply memory: how much a connection may buffer for the client, and the server-wide cap.
+//!
+//! Every connection may hold a small reply buffer of its own ([`REPLY_FLOOR`]) without asking
+//! anyone: a typical reply (a few small values, `STORED`, a `stats` page) never waits. Beyond
+//! it, buffer bytes are charged to the [`BufferBudget`] (`-o read_buf_mem_limit`) before they
+//! are allocated. A request that produces a large reply asks for room one value (or one
+//! slice of a dump) at a time:
+//!
+//! - the connection's unsent replies have passed [`STREAM_CAP`]: stop here, send, and go on
+//!   from this point once the socket has taken them (a multi-key `get` streams);
+//! - the budget cannot give the room and replies are waiting: stop the same way (they drain
+//!   into the socket and free their bytes);
+//! - the budget cannot give the room and nothing is waiting: refuse with memcached's
+//!   `SERVER_ERROR out of memory writing get response`.
+//!
+//! So one connection holds at most `STREAM_CAP` plus one value, and all of them together at
+//! most the budget beyond their floors, whatever their clients ask for and however slowly
+//! they read.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Reply bytes a connection may buffer without charging the budget.
+pub const REPLY_FLOOR: usize = 16 * 1024;
+/// A connection with this many unsent reply bytes runs nothing more until they are sent.
+pub const STREAM_CAP: usize = 256 * 1024;
+
+/// The server-wide cap on connection buffer bytes beyond the floors.
+#[derive(Debug)]
+pub struct BufferBudget {
+    used: AtomicUsize,
+    limit: usize,
+    /// Reads refused for want of buffer memory (memcached's `read_buf_oom`).
+    pub read_oom: AtomicU64,
+    /// Replies refused or cut for want of buffer memory (memcached's `response_obj_oom`).
+    pub reply_oom: AtomicU64,
+}
+
+impl BufferBudget {
+    /// `limit` in bytes; `usize::MAX` for none.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            used: AtomicUsize::new(0),
+            limit,
+            read_oom: AtomicU64::new(0),
+            reply_oom: AtomicU64::new(0),
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Whether anything is left.
+    pub fn has_room(&self) -> bool {
+        self.used() < self.limit
+    }
+
+    /// Charges `bytes` if they fit under the limit.
+    pub fn try_charge(&self, bytes: usize) -> bool {
+        if bytes == 0 {
+            return true;
+        }
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) > self.limit {
+            self.used.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Charges `bytes` whether or not they fit (memory already allocated: a small reply
+    /// that grew a buffer, counted after the fact).
+    pub fn charge(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn credit(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// The answer to "may this reply grow by n bytes?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Write it; the buffer has the capacity.
+    Fits,
+    /// Stop here and go on after the waiting replies are sent.
+    Pause,
+    /// Nothing is waiting and there is no memory: refuse the request.
+    Refuse,
+}
+
+/// One connection's reply buffer and what it has charged to the budget, lent to a request.
+pub struct Room<'a> {
+    pub budget: &'a BufferBudget,
+    /// Bytes of the reply buffer's capacity charged to the budget (capacity beyond
+    /// [`REPLY_FLOOR`]).
+    pub charged: &'a mut usize,
+    /// Bytes of the reply buffer already handed to the socket (the rest is waiting).
+    pub sent: usize,
+}
+
+impl Room<'_> {
+    /// Whether the connection should stop before the next part of a streamed reply: its
+    /// unsent replies passed [`STREAM_CAP`].
+    pub fn must_pause(&self, out: &[u8]) -> bool {
+        out.len() - self.sent.min(out.len()) >= STREAM_CAP
+    }
+
+    /// Makes room in `out` for `need` more bytes, charging the budget for capacity beyond
+    /// the floor, or says why not.
+    pub fn admit(&mut self, out: &mut Vec<u8>, need: usize) -> Admit {
+        let want = out.len().saturating_add(need);
+        if want <= out.capacity() {
+            return Admit::Fits;
+        }
+        // Grow as a Vec would (doubling), but never past what the stream needs, so that
+        // the capacity charged stays close to what is used.
+        let target = want.max(out.capacity().saturating_mul(2).min(STREAM_CAP));
+        let excess = target.saturating_sub(REPLY_FLOOR);
+        let extra = excess.saturating_sub(*self.charged);
+        if !self.budget.try_charge(extra) {
+            self.budget.reply_oom.fetch_add(1, Ordering::Relaxed);
+            return if out.len() > self.sent {
+                Admit::Pause
+            } else {
+                Admit::Refuse
+            };
+        }
+        *self.charged += extra;
+        out.reserve_exact(target - out.len());
+        Admit::Fits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_floor_is_free_and_growth_beyond_it_is_charged() {
+        let budget = BufferBudget::new(1 << 20);
+        let mut charged = 0;
+        let mut out = Vec::new();
+        let mut room = Room {
+            budget: &budget,
+            charged: &mut charged,
+            sent: 0,
+        };
+        assert_eq!(room.admit(&mut out, 1000), Admit::Fits);
+        assert_eq!(budget.used(), 0);
+        out.resize(1000, 0);
+        assert_eq!(room.admit(&mut out, 100_000), Admit::Fits);
+        assert!(out.capacity() >= 101_000);
+        assert_eq!(budget.used(), out.capacity() - REPLY_FLOOR);
+    }
+
+    #[test]
+    fn without_room_a_connection_with_waiting_replies_pauses_and_an_empty_one_is_refused() {
+        let budget = BufferBudget::new(10_000);
+        let mut charged = 0;
+        let mut out = Vec::new();
+        let mut room = Room {
+            budget: &budget,
+            charged: &mut charged,
+            sent: 0,
+        };
+        assert_eq!(room.admit(&mut out, 100_000), Admit::Refuse);
+        out.extend_from_slice(b"VALUE a 0 1\r\na\r\n");
+        assert_eq!(room.admit(&mut out, 100_000), Admit::Pause);
+        assert_eq!(budget.used(), 0);
+        assert_eq!(budget.reply_oom.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn the_stream_pauses_past_its_cap_counting_only_unsent_bytes() {
+        let budget = BufferBudget::new(usize::MAX);
+        let mut charged = 0;
+        let out = vec![0; STREAM_CAP];
+        let room = Room {
+            budget: &budget,
+            charged: &mut charged,
+            sent: 0,
+        };
+        assert!(room.must_pause(&out));
+        let room = Room { sent: 1, ..room };
+        assert!(!room.must_pause(&out));
+    }
+}

@@ -356,6 +356,32 @@ def get_line(keys, command="get"):
     return (command + " " + " ".join(keys) + "\r\n").encode()
 
 
+def get_reply(keys, values):
+    """The bytes memcached answers ``get keys`` with (flags 0; a key not in ``values``
+    misses)."""
+    parts = [
+        b"VALUE %s 0 %d\r\n%s\r\n" % (k.encode(), len(values[k]), values[k])
+        for k in keys
+        if k in values
+    ]
+    return b"".join(parts) + b"END\r\n"
+
+
+def slow_read(sock, size, chunk, pause, timeout=60.0):
+    """Reads exactly ``size`` bytes, at most ``chunk`` bytes a read, ``pause`` s between
+    reads: a slow client."""
+    data = bytearray()
+    deadline = time.monotonic() + timeout
+    while len(data) < size:
+        assert time.monotonic() < deadline, f"slow read: {len(data)} of {size} in {timeout}s"
+        part = sock.recv(min(chunk, size - len(data)))
+        if not part:
+            raise EOFError(f"closed after {len(data)} of {size} bytes")
+        data += part
+        time.sleep(pause)
+    return bytes(data)
+
+
 class Conn:
     """A buffered reader/writer over one socket, with memcached's reply shapes."""
 

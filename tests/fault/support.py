@@ -309,6 +309,18 @@ class Server:
         conn.expect_get(["health"], {"health": value})
         conn.close()
 
+    def settled_connections(self, timeout=2.0):
+        """``stats`` curr_connections once it stops changing (a connection closed just
+        before may not be counted out yet), read three times 50 ms apart."""
+        deadline = time.monotonic() + timeout
+        readings = [self.stats()["curr_connections"]]
+        while len(set(readings[-3:])) > 1 or len(readings) < 3:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+            readings.append(self.stats()["curr_connections"])
+        return readings[-1]
+
     def wait_connections(self, wanted, timeout=5.0):
         """Waits until ``stats`` curr_connections is ``wanted``; returns the last value."""
         deadline = time.monotonic() + timeout
@@ -744,7 +756,7 @@ def churn_main(host, port, seed, keys, max_seconds):
     sock = socket.create_connection((host, int(port)), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     conn = Conn(sock)
-    counts = {"set": 0, "hit": 0, "miss": 0, "bytes": 0}
+    counts = {"set": 0, "set_oom": 0, "hit": 0, "miss": 0, "bytes": 0}
     errors = []
     deadline = time.monotonic() + float(max_seconds)
     while time.monotonic() < deadline and not errors:
@@ -753,7 +765,9 @@ def churn_main(host, port, seed, keys, max_seconds):
             if rng.random() < 0.7:
                 value = make_value(key, churn_size(rng))
                 reply = conn.request(set_line(key, value))
-                if reply != b"STORED" and not reply.startswith(b"SERVER_ERROR out of memory"):
+                if reply.startswith(b"SERVER_ERROR out of memory"):
+                    counts["set_oom"] += 1
+                elif reply != b"STORED":
                     errors.append(f"set {key}: {reply[:80]!r}")
                 counts["set"] += 1
                 counts["bytes"] += len(value)

@@ -6,7 +6,7 @@ variant with that reason: the behaviour it checks is memcrab's (its shutdown dra
 and memcached does something else by design.
 
 Each server is stopped by its PID at teardown (SIGKILL: the tests that care about how a
-server exits stop it themselves), its sockets closed first; a server that died during a
+server exits stop it themselves), its clients' sockets and helper processes first; a server that died during a
 test without the test expecting it fails the test with its log.
 
 Figures (RSS, latencies) go through the ``figures`` fixture and are printed at the end
@@ -51,24 +51,23 @@ def binary(kind):
 
 @pytest.fixture
 def start_server(kind, binary, tmp_path):
-    """Factory: ``start_server(*args, nofile=None, spawn_only=False)``.
-
-    ``nofile`` sets RLIMIT_NOFILE in the child: (soft,) for both limits, or (soft, "keep")
-    for the soft one only; ``spawn_only`` returns without waiting for the server to listen.
+    """Factory: ``start_server(*args, nofile=None)`` starts one more server and waits
+    until it accepts connections. ``nofile``: the RLIMIT_NOFILE to start it under, as
+    (soft, hard); hard "" keeps the current hard limit.
     """
     servers = []
 
-    def start(*args, nofile=None, spawn_only=False):
+    def start(*args, nofile=None):
         log_path = tmp_path / f"{kind}-{len(servers)}.log"
         server = Server(kind, binary, args, log_path, nofile=nofile)
         servers.append(server)
-        return server.spawn() if spawn_only else server.start()
+        return server.start()
 
     yield start
 
     crashed = []
     for server in servers:
-        server.close_sockets()
+        server.release_clients()
         if server.proc is None:
             continue
         status = server.proc.poll()

@@ -14,6 +14,7 @@ work (reading a 2 GiB reply, dribbling bytes over 300 sockets) does not show up 
 latency through Python's GIL.
 """
 
+import importlib.util
 import json
 import os
 import random
@@ -33,11 +34,23 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MEMCRAB = REPO_ROOT / "target" / "release" / "memcrab"
 MEMCACHED_CANDIDATES = ["/tmp/memcached-1.6.45", "memcached"]
 
-HOST = "127.0.0.1"
+
+def _load_clients_support():
+    """tests/clients/support.py, whose server process this suite's extends (loaded under
+    another name: both suites call their module ``support``)."""
+    path = REPO_ROOT / "tests" / "clients" / "support.py"
+    spec = importlib.util.spec_from_file_location("clients_support", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+clients_support = _load_clients_support()
+HOST = clients_support.HOST
+free_port = clients_support.free_port
 KiB = 1024
 MiB = 1024 * KiB
 
-START_TIMEOUT = 5.0  # until a started server accepts connections
 CLIENT_TIMEOUT = 10.0  # any single socket operation of a test
 KILL_TIMEOUT = 5.0  # waiting for a SIGKILLed process
 DRAIN_TIMEOUT = 10.0  # memcrab's shutdown drain (server/mod.rs DRAIN_TIMEOUT)
@@ -105,23 +118,6 @@ def memcached_binary():
     return None
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def nofile_preexec(soft, hard=None):
-    """A ``preexec_fn`` that sets RLIMIT_NOFILE in the child (hard: the same as soft, or
-    unchanged if ``hard`` is ``"keep"``)."""
-
-    def apply():
-        keep = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, keep if hard == "keep" else soft))
-
-    return apply
-
-
 def can_raise_hard_limits():
     """CAP_SYS_RESOURCE (bit 24 of CapEff): root in a container may lack it."""
     with open("/proc/self/status") as status:
@@ -176,79 +172,37 @@ def nofile_limit(pid):
     raise KeyError("Max open files")
 
 
+def kill_process(proc):
+    """SIGKILL to a child process by its PID (if it still runs), and reap it."""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=KILL_TIMEOUT)
+
+
 def open_fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-class Server:
-    """One server process on 127.0.0.1, stopped by its PID at teardown."""
+class Server(clients_support.ServerProcess):
+    """One server process on 127.0.0.1 (tests/clients' ServerProcess: a free port,
+    started and stopped by its PID), with raw clients, RSS and an RLIMIT_NOFILE to start
+    under: ``nofile`` is (soft, hard), hard "" to keep the current one."""
 
     def __init__(self, kind, binary, args, log_path, nofile=None):
+        super().__init__(binary, [str(a) for a in args], log_path)
         self.kind = kind
-        self.binary = binary
-        self.args = [str(a) for a in args]
-        self.log_path = log_path
         self.nofile = nofile
-        self.port = None
-        self.proc = None
-        self.expect_exit = False  # the test stops the server itself
         self.sockets = []  # closed at teardown
+        self.helpers = []  # helper processes, killed at teardown
         self._admin = None
 
-    @property
-    def address(self):
-        return (HOST, self.port)
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def command(self, port=None):
-        cmd = [self.binary, "-p", str(port or self.port), "-l", HOST, "-U", "0"]
-        if self.kind == "memcached":
-            cmd += ["-u", "nobody"]  # memcached refuses to run as root without it
-        return cmd + self.args
-
-    def log_tail(self, limit=2000):
-        try:
-            return self.log_path.read_text(errors="replace")[-limit:]
-        except OSError:
-            return ""
-
-    def spawn(self):
-        """Starts the process without waiting for it to listen."""
-        self.port = free_port()
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=nofile_preexec(*self.nofile) if self.nofile else None,
-            )
-        return self
-
-    def start(self, attempts=3):
-        # Another process may take the free port before the server binds it: retry.
-        for _ in range(attempts):
-            self.spawn()
-            deadline = time.monotonic() + START_TIMEOUT
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    with socket.create_connection(self.address, timeout=0.5):
-                        return self
-                except OSError:
-                    time.sleep(0.02)
-            if self.proc.poll() is None:
-                self.kill()
-                raise RuntimeError(
-                    f"{self.command()} did not listen within {START_TIMEOUT}s; "
-                    f"log:\n{self.log_tail()}"
-                )
-        raise RuntimeError(
-            f"{self.command()} exited with status {self.proc.returncode} at "
-            f"startup; log:\n{self.log_tail()}"
-        )
+    def command(self):
+        cmd = super().command()
+        if self.kind == "memcached" and not clients_support.is_memcached(self.binary):
+            cmd[1:1] = ["-u", "nobody"]  # memcached refuses to run as root without it
+        if self.nofile:
+            cmd = ["prlimit", "--nofile={}:{}".format(*self.nofile), "--"] + cmd
+        return cmd
 
     def wait_exit(self, timeout):
         """The exit status, or None if the process still runs after ``timeout`` s."""
@@ -262,11 +216,12 @@ class Server:
             os.kill(self.proc.pid, signum)
 
     def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=KILL_TIMEOUT)
+        kill_process(self.proc)
 
-    def close_sockets(self):
+    def release_clients(self):
+        """Kills the helper processes and closes the sockets of this server's clients."""
+        for helper in self.helpers:
+            helper.kill()
         for sock in self.sockets:
             sock.close()
         self.sockets.clear()
@@ -664,6 +619,7 @@ class Helper:
     limits) and prints one JSON object."""
 
     def __init__(self, mode, server, *args):
+        server.helpers.append(self)
         self.proc = subprocess.Popen(
             [sys.executable, __file__, mode, HOST, str(server.port)] + [str(a) for a in args],
             stdin=subprocess.PIPE,
@@ -689,9 +645,7 @@ class Helper:
             self.proc.stdin = None  # so communicate() leaves it alone
 
     def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=KILL_TIMEOUT)
+        kill_process(self.proc)
 
 
 class LatencyProbe(Helper):

@@ -16,10 +16,10 @@ from support import (
     RLIMIT_MESSAGE,
     Conn,
     RssSampler,
+    Server,
     can_raise_hard_limits,
     cpu_seconds,
     free_port,
-    nofile_preexec,
     nofile_limit,
     open_fds,
     open_many,
@@ -29,9 +29,9 @@ from support import (
 
 STARTING_LIMITS = {
     # soft 256 under a high hard limit: any user may raise it
-    "soft-256": ((256, "keep"), lambda: True),
+    "soft-256": ((256, ""), lambda: True),
     # soft and hard 256: only with CAP_SYS_RESOURCE (root, unless a container drops it)
-    "hard-256-as-root": ((256,), can_raise_hard_limits),
+    "hard-256-as-root": ((256, 256), can_raise_hard_limits),
 }
 
 
@@ -76,23 +76,22 @@ def unreachable_maxconns():
 
 CASES = {
     # -c beyond fs.nr_open: not even root can raise RLIMIT_NOFILE that far
-    "beyond-nr_open": lambda: (unreachable_maxconns(), nofile_preexec(256, "keep"), True),
+    "beyond-nr_open": lambda: (unreachable_maxconns(), (256, ""), None),
     # a hard limit of 256 and no privilege to raise it (user nobody)
-    "hard-limit-as-nobody": lambda: (1024, as_nobody_with_nofile(256), False),
+    "hard-limit-as-nobody": lambda: (1024, None, as_nobody_with_nofile(256)),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_refuses_maxconns_it_cannot_reach(kind, binary, case):
+def test_refuses_maxconns_it_cannot_reach(kind, binary, case, tmp_path):
     """memcached's message and a non-zero exit, instead of accepting connections the
     process has no descriptors for."""
-    maxconns, preexec, as_root = CASES[case]()
-    if not as_root and os.geteuid() != 0:
+    maxconns, nofile, preexec = CASES[case]()
+    if preexec is not None and os.geteuid() != 0:
         pytest.skip("switching to user nobody needs root")
-    cmd = [binary, "-p", str(free_port()), "-l", "127.0.0.1", "-U", "0", "-c", str(maxconns)]
-    if kind == "memcached" and as_root and os.geteuid() == 0:
-        cmd += ["-u", "nobody"]  # memcached refuses to run as root without it
-    status, output = run_to_exit(cmd, timeout=5.0, preexec=preexec)
+    server = Server(kind, binary, ["-c", maxconns], tmp_path / "unused.log", nofile=nofile)
+    server.port = free_port()
+    status, output = run_to_exit(server.command(), timeout=5.0, preexec=preexec)
     assert status is not None, f"still running 5 s after start with -c {maxconns}:\n{output}"
     assert status != 0, output
     assert RLIMIT_MESSAGE in output, output

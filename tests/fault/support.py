@@ -54,6 +54,8 @@ MiB = 1024 * KiB
 CLIENT_TIMEOUT = 10.0  # any single socket operation of a test
 KILL_TIMEOUT = 5.0  # waiting for a SIGKILLed process
 DRAIN_TIMEOUT = 10.0  # memcrab's shutdown drain (server/mod.rs DRAIN_TIMEOUT)
+MAX_REPLY_LINE = 64 * 1024  # no reply line of these tests is longer
+MAX_STATS_LINES = 10_000
 
 # memcached's answers this suite looks for.
 OOM_WRITING_GET = b"SERVER_ERROR out of memory writing get response"
@@ -363,7 +365,7 @@ class Conn:
     def send(self, data):
         self.sock.sendall(data)
 
-    def _fill(self, size=1 * MiB):
+    def fill(self, size=1 * MiB):
         if self.pos and self.pos >= len(self.buf) // 2:
             del self.buf[: self.pos]
             self.pos = 0
@@ -376,19 +378,20 @@ class Conn:
         """Bytes received but not consumed yet."""
         return len(self.buf) - self.pos
 
-    def line(self):
-        """The next line, without its CRLF."""
+    def line(self, limit=MAX_REPLY_LINE):
+        """The next line, without its CRLF (at most ``limit`` bytes)."""
         while True:
             end = self.buf.find(b"\r\n", self.pos)
             if end >= 0:
                 line = bytes(self.buf[self.pos : end])
                 self.pos = end + 2
                 return line
-            self._fill()
+            assert self.pending() <= limit, f"no CRLF in {self.pending()} bytes"
+            self.fill()
 
     def exact(self, size):
         while self.pending() < size:
-            self._fill(max(size - self.pending(), 64 * KiB))
+            self.fill(max(size - self.pending(), 64 * KiB))
         data = bytes(self.buf[self.pos : self.pos + size])
         self.pos += size
         return data
@@ -396,7 +399,7 @@ class Conn:
     def expect_bytes(self, expected, what):
         """Consumes len(expected) bytes and asserts they are ``expected``."""
         while self.pending() < len(expected):
-            self._fill(max(len(expected) - self.pending(), 64 * KiB))
+            self.fill(max(len(expected) - self.pending(), 64 * KiB))
         got = memoryview(self.buf)[self.pos : self.pos + len(expected)]
         equal = got == expected
         got.release()
@@ -435,13 +438,14 @@ class Conn:
     def stats(self, sub=""):
         self.send(b"stats" + (b" " + sub.encode() if sub else b"") + b"\r\n")
         stats = {}
-        while True:
+        for _ in range(MAX_STATS_LINES):
             line = self.line()
             if line == b"END":
                 return stats
             parts = line.decode().split(" ", 2)
             assert parts[0] == "STAT" and len(parts) == 3, f"bad stats line {line!r}"
             stats[parts[1]] = int(parts[2]) if re.fullmatch(r"-?\d+", parts[2]) else parts[2]
+        raise AssertionError(f"no END after {MAX_STATS_LINES} stats lines")
 
     def store(self, key, value, flags=0):
         reply = self.request(set_line(key, value, flags))

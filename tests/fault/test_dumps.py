@@ -30,7 +30,7 @@ def read_dump(conn, terminator):
     deadline = time.monotonic() + READ_TIMEOUT
     while not (b"\n" + conn.buf).endswith(tail):
         assert time.monotonic() < deadline, f"no {terminator!r} after {len(conn.buf)} bytes"
-        conn._fill()
+        conn.fill()
     lines = bytes(conn.buf).split(b"\n")[:-2]  # the terminator line and the empty rest
     return [line.rstrip(b"\r") for line in lines]
 

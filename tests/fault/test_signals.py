@@ -139,16 +139,18 @@ class PipelinedClient:
             self.error = e
 
     def _read(self):
+        deadline = time.monotonic() + 60
         try:
-            while True:
+            while time.monotonic() < deadline:
                 while not self.expected:
                     if not self.threads[0].is_alive() and not self.expected:
-                        self.conn._fill()  # all answered: only the close may come
+                        self.conn.fill()  # all answered: only the close may come
                         raise AssertionError(f"bytes after the last reply: {self.conn.buf!r}")
                     time.sleep(0.001)
                 self.conn.expect_bytes(self.expected.popleft(), f"reply {self.replied}")
                 self.replied += 1
                 self.window.release()
+            self.error = "still reading replies after 60 s"
         except (EOFError, ConnectionResetError):
             # A reset is a close too: the server closes with requests sent after the
             # signal unread, and its kernel answers those with a reset.

@@ -1,14 +1,14 @@
-"""A binary-protocol request (first byte 0x80) gets an answer or a close, never silence
+"""A binary-protocol request (first byte 0x80) gets an answer or a close, never silence.
 
 memcached answers in the binary protocol; a server without it may answer an error or
-close the connection. A client left waiting forever is the failure (issue 12, case 4).
+close the connection. A client left waiting forever is the failure (issue 12, case 5).
 """
 
 import struct
 
 import pytest
 
-from support import answer_or_close
+from wire import answer_or_close
 
 ANSWER_TIMEOUT = 2.0
 

@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from support import MiB, Conn, LatencyProbe, RssSampler, load_items
+from load import LatencyProbe
+from support import RssSampler
+from wire import Conn, MiB, load_items
 
 ITEMS = 200_000
 UNREAD_SECONDS = 1.5

@@ -12,9 +12,7 @@ import time
 import pytest
 
 from support import (
-    KiB,
     RLIMIT_MESSAGE,
-    Conn,
     RssSampler,
     Server,
     can_raise_hard_limits,
@@ -22,10 +20,10 @@ from support import (
     free_port,
     nofile_limit,
     open_fds,
-    open_many,
     raise_own_nofile,
     run_to_exit,
 )
+from wire import Conn, KiB, open_many
 
 STARTING_LIMITS = {
     # soft 256 under a high hard limit: any user may raise it

@@ -8,16 +8,9 @@ import time
 
 import pytest
 
-from support import (
-    KiB,
-    MiB,
-    LatencyProbe,
-    RssSampler,
-    get_line,
-    get_reply,
-    make_value,
-    slow_read,
-)
+from load import LatencyProbe
+from support import RssSampler
+from wire import KiB, MiB, get_line, get_reply, make_value, slow_read
 
 
 def close_as(sock, how):

@@ -13,19 +13,9 @@ import time
 
 import pytest
 
-from support import (
-    KiB,
-    MiB,
-    OOM_READING,
-    Conn,
-    LatencyProbe,
-    RssSampler,
-    answer_or_close,
-    default_buf_cap_mb,
-    get_line,
-    make_value,
-    rss_bound,
-)
+from load import LatencyProbe
+from support import RssSampler, default_buf_cap_mb, rss_bound
+from wire import OOM_READING, Conn, KiB, MiB, answer_or_close, get_line, make_value
 
 M_MB = 64
 B_MB = 32

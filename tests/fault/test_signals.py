@@ -16,16 +16,8 @@ import time
 
 import pytest
 
-from support import (
-    DRAIN_TIMEOUT,
-    KiB,
-    Conn,
-    get_line,
-    get_reply,
-    make_value,
-    set_line,
-    slow_read,
-)
+from support import DRAIN_TIMEOUT
+from wire import Conn, KiB, get_line, get_reply, make_value, set_line, slow_read
 
 NO_DRAIN = "memcached exits at the first SIGTERM/SIGINT without draining"
 pytestmark = pytest.mark.memcrab_only(NO_DRAIN)

@@ -7,7 +7,9 @@ It runs for ``$MEMCRAB_SOAK_SECONDS`` (default 20, the CI run; 600 for the long 
 import os
 import time
 
-from support import MiB, Helper, default_buf_cap_mb, rss_bound
+from load import Helper
+from support import default_buf_cap_mb, rss_bound
+from wire import MiB
 
 SOAK_SECONDS = float(os.environ.get("MEMCRAB_SOAK_SECONDS", "20"))
 M_MB = 64

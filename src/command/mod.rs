@@ -356,7 +356,7 @@ impl Context {
                 line(out, "OK");
             }
             Request::Quit => return Progress::Done(Outcome::Close),
-            Request::Shutdown { mode } => {
+            Request::Shutdown { mode, .. } => {
                 if !self.config.shutdown_enabled {
                     line(out, "SERVER_ERROR: shutdown not enabled");
                 } else if mode == ShutdownMode::Invalid {

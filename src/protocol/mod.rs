@@ -85,6 +85,7 @@ pub enum Request<'a> {
     Quit,
     Shutdown {
         mode: ShutdownMode,
+        noreply: bool,
     },
     CacheMemlimit {
         megabytes: u64,
@@ -113,6 +114,7 @@ impl Request<'_> {
             | Request::Touch { noreply, .. }
             | Request::FlushAll { noreply, .. }
             | Request::Verbosity { noreply, .. }
+            | Request::Shutdown { noreply, .. }
             | Request::CacheMemlimit { noreply, .. } => noreply,
             _ => false,
         }
@@ -141,13 +143,11 @@ pub enum ProtocolError {
     InvalidFlag,
     InvalidOrDuplicateFlag,
     BadToken,
-    FlagsTooLong,
     FlagsAreTooLong,
     OpaqueTooLong,
     KeyDecode,
     MsMode,
     MaMode,
-    MLength,
     BadInitial,
     BadDeltaValue,
 }
@@ -168,13 +168,11 @@ impl ProtocolError {
             ProtocolError::InvalidFlag => "CLIENT_ERROR invalid flag",
             ProtocolError::InvalidOrDuplicateFlag => "CLIENT_ERROR invalid or duplicate flag",
             ProtocolError::BadToken => "CLIENT_ERROR bad token in command line format",
-            ProtocolError::FlagsTooLong => "CLIENT_ERROR options flags too long",
             ProtocolError::FlagsAreTooLong => "CLIENT_ERROR options flags are too long",
             ProtocolError::OpaqueTooLong => "CLIENT_ERROR opaque token too long",
             ProtocolError::KeyDecode => "CLIENT_ERROR error decoding key",
             ProtocolError::MsMode => "CLIENT_ERROR invalid mode for ms M token",
             ProtocolError::MaMode => "CLIENT_ERROR invalid mode for ma M token",
-            ProtocolError::MLength => "CLIENT_ERROR incorrect length for M token",
             ProtocolError::BadInitial => "CLIENT_ERROR invalid numeric initial value",
             ProtocolError::BadDeltaValue => "CLIENT_ERROR invalid numeric delta value",
         }

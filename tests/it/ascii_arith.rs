@@ -135,34 +135,47 @@ fn incr_keeps_flags() {
 
 #[test]
 fn numbers_are_read_as_memcached_reads_them() {
-    // memcached reads numbers with strtoull/strtol: a sign, leading white space, and white
-    // space (then anything) after the digits are accepted; `-0` is 0.
+    // memcached 1.6.45 reads most number tokens as plain digits (no sign, no white space, at
+    // most 22 bytes for 64 bits, 11 for 32; a signed one may start with `-`, and a lone `-`
+    // is 0), but the flags and exptime of a storage command still with strtoul/strtol (a
+    // sign, white space around the digits).
     for_each_target(&[], |_, c| {
+        let bad_delta: &[u8] = b"CLIENT_ERROR invalid numeric delta argument\r\n";
+        let bad_exptime: &[u8] = b"CLIENT_ERROR invalid exptime argument\r\n";
         c.table(&[
             (b"set n 0 0 1\r\n5\r\n", b"STORED\r\n"),
-            (b"incr n +1\r\n", b"6\r\n"),
-            (b"incr n -0\r\n", b"6\r\n"),
-            (b"incr n \t2\r\n", b"8\r\n"),
-            (b"decr n 1\t\r\n", b"7\r\n"),
-            (b"incr n 1\x0b\r\n", b"8\r\n"),
+            (b"incr n +1\r\n", bad_delta),
+            (b"incr n -0\r\n", bad_delta),
+            (b"incr n \t2\r\n", bad_delta),
+            (b"decr n 1\t\r\n", bad_delta),
+            (b"incr n 1x\r\n", bad_delta),
+            (b"incr n 00000000000000000000001\r\n", bad_delta),
+            (b"incr n 0000000000000000000001\r\n", b"6\r\n"),
+            (b"set f +3 +0 1\r\n7\r\n", b"STORED\r\n"),
+            (b"set f2 \t3 0\t 1\r\n7\r\n", b"STORED\r\n"),
             (
-                b"incr n -1\r\n",
-                b"CLIENT_ERROR invalid numeric delta argument\r\n",
+                b"get f f2\r\n",
+                b"VALUE f 3 1\r\n7\r\nVALUE f2 3 1\r\n7\r\nEND\r\n",
             ),
+            // A bad length is refused before the data block, which is then a line of its own
+            // (too short: `bad command line format` again).
             (
-                b"incr n 1x\r\n",
-                b"CLIENT_ERROR invalid numeric delta argument\r\n",
+                b"set f +3 +0 +1\r\n7\r\n",
+                b"CLIENT_ERROR bad command line format\r\nCLIENT_ERROR bad command line format\r\n",
             ),
-            (
-                b"incr n +\r\n",
-                b"CLIENT_ERROR invalid numeric delta argument\r\n",
-            ),
-            (b"set f +3 +0 +1\r\n7\r\n", b"STORED\r\n"),
-            (b"get f\r\n", b"VALUE f 3 1\r\n7\r\nEND\r\n"),
-            (b"touch f +10\r\n", b"TOUCHED\r\n"),
-            (b"touch f 10\t\r\n", b"TOUCHED\r\n"),
+            (b"touch f +10\r\n", bad_exptime),
+            (b"touch f 10\t\r\n", bad_exptime),
+            (b"touch f -\r\n", b"TOUCHED\r\n"),
             (b"set e 0 0 -0\r\n\r\n", b"STORED\r\n"),
-            (b"ms m +2 T+5 F+1\r\nab\r\n", b"HD\r\n"),
+            (
+                b"ms m 2 T+5\r\nab\r\n",
+                b"CLIENT_ERROR bad token in command line format\r\n",
+            ),
+            (
+                b"ms m +2 T5\r\nab\r\n",
+                b"CLIENT_ERROR bad command line format\r\nERROR\r\n",
+            ),
+            (b"ms m 2 T5 F1\r\nab\r\n", b"HD\r\n"),
             (b"mg m f v t\r\n", b"VA 2 f1 t5\r\nab\r\n"),
         ]);
     });
@@ -170,15 +183,22 @@ fn numbers_are_read_as_memcached_reads_them() {
 
 #[test]
 fn exptimes_keep_the_low_32_bits_as_memcached_does() {
-    // memcached stores every exptime through an int32_t: 2147483648 is -2147483648 (already
-    // expired, so a `gat` with it returns the item once), 4294967296 is 0 (never expires).
+    // A storage command's exptime goes through an int32_t: 2147483648 is -2147483648 (already
+    // expired), 4294967296 is 0 (never expires). gat, touch and meta TTLs refuse what does
+    // not fit in 32 bits.
     for_each_target(&[], |_, c| {
         c.table(&[
             (b"set a 0 0 1\r\n5\r\n", b"STORED\r\n"),
-            (b"gat 2147483648 a a a\r\n", b"VALUE a 0 1\r\n5\r\nEND\r\n"),
+            (
+                b"gat 2147483648 a\r\n",
+                b"CLIENT_ERROR invalid exptime argument\r\n",
+            ),
+            (b"gat -2147483648 a a\r\n", b"VALUE a 0 1\r\n5\r\nEND\r\n"),
             (b"touch a 10\r\n", b"NOT_FOUND\r\n"),
             (b"set b 0 4294967296 1\r\n1\r\n", b"STORED\r\n"),
             (b"mg b t v\r\n", b"VA 1 t-1\r\n1\r\n"),
+            (b"set b 0 2147483648 1\r\n1\r\n", b"STORED\r\n"),
+            (b"mg b v\r\n", b"EN\r\n"),
         ]);
     });
 }

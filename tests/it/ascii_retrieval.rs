@@ -70,8 +70,9 @@ fn get_tolerates_extra_spaces_and_bare_lf() {
         let hit = b"VALUE foo 0 3\r\nbar\r\nEND\r\n";
         c.roundtrip(b"get foo   \r\n", hit);
         c.roundtrip(b"get   foo\r\n", hit);
-        c.roundtrip(b" get foo\r\n", hit);
         c.roundtrip(b"get foo\n", hit);
+        // memcached names the command by the bytes before the first space.
+        c.roundtrip(b" get foo\r\n", b"ERROR\r\n");
     });
 }
 
@@ -89,7 +90,7 @@ fn get_without_key() {
     for_each_target(&[], |srv, c| {
         for req in [&b"get\r\n"[..], b"gets\r\n"] {
             c.send(req);
-            if srv.is_memcrab() {
+            if !srv.legacy() {
                 c.expect(b"CLIENT_ERROR bad command line format\r\n"); // 1.6.45
             } else {
                 c.expect(b"ERROR\r\n"); // 1.6.18
@@ -100,18 +101,19 @@ fn get_without_key() {
 
 #[test]
 fn get_with_overlong_key_fails_whole_request() {
-    for_each_target(&[], |_, c| {
+    for_each_target(&[], |srv, c| {
         store(c, "m1", b"a");
         store(c, "m2", b"b");
         let long = "k".repeat(251);
-        c.roundtrip(
-            format!("get {long}\r\n").as_bytes(),
-            b"CLIENT_ERROR bad command line format\r\n",
-        );
-        c.roundtrip(
-            format!("get m1 {long} m2\r\n").as_bytes(),
-            b"CLIENT_ERROR bad command line format\r\n",
-        );
+        // memcached 1.6.45 follows the error with an empty line, which a client would read
+        // as the next reply; memcrab does not (docs/compatibility.md).
+        let want: &[u8] = if srv.is_memcrab() || srv.legacy() {
+            b"CLIENT_ERROR bad command line format\r\n"
+        } else {
+            b"CLIENT_ERROR bad command line format\r\n\r\n"
+        };
+        c.roundtrip(format!("get {long}\r\n").as_bytes(), want);
+        c.roundtrip(format!("get m1 {long} m2\r\n").as_bytes(), want);
         c.roundtrip(b"get m2\r\n", b"VALUE m2 0 1\r\nb\r\nEND\r\n");
     });
 }
@@ -129,16 +131,18 @@ fn delete_hit_then_miss() {
 }
 
 #[test]
-fn delete_legacy_zero_time_and_bad_time() {
+fn delete_ignores_tokens_after_the_key() {
+    // 1.6.18 took a legacy hold time of 0 and refused any other; 1.6.45 ignores the tokens
+    // after the key, but a last `noreply` still silences.
     for_each_target(&[], |_, c| {
         store(c, "foo2", b"x");
-        c.table(&[
-            (b"delete foo2 0\r\n", b"DELETED\r\n"),
-            (
-                b"delete foo2 10\r\n",
-                b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
-            ),
-        ]);
+        c.roundtrip(b"delete foo2 0\r\n", b"DELETED\r\n");
+        store(c, "foo2", b"x");
+        c.roundtrip(b"delete foo2 10\r\n", b"DELETED\r\n");
+        store(c, "foo2", b"x");
+        c.send(b"delete foo2 10 20 noreply\r\n");
+        c.roundtrip(b"get foo2\r\n", b"END\r\n");
+        c.roundtrip(b"delete\r\n", b"CLIENT_ERROR bad command line format\r\n");
     });
 }
 
@@ -207,7 +211,8 @@ fn gat_bad_exptime_and_no_key() {
                 b"gats abc tk\r\n",
                 b"CLIENT_ERROR invalid exptime argument\r\n",
             ),
-            (b"gat 10\r\n", b"END\r\n"),
+            (b"gat 10\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+            (b"gat\r\n", b"CLIENT_ERROR bad command line format\r\n"),
         ]);
     });
 }

@@ -2,13 +2,17 @@
 //! memcached) on free 127.0.0.1 ports and talks raw bytes to them.
 //!
 //! Every wire test runs the same request bytes against each available target
-//! and compares the exact reply bytes. memcached is the oracle: when it is on
-//! PATH, the expected bytes in these tests are checked against it too.
+//! and compares the exact reply bytes. memcached 1.6.45 is the oracle: the
+//! expected bytes in these tests are checked against it too.
 //!
 //! Environment knobs (optional):
 //! - `MEMCRAB_IT_TARGETS=memcrab` or `=memcached` runs only that target
 //!   (default: both; memcached is skipped with a note when not installed).
-//! - `MEMCRAB_IT_MEMCACHED=/path/to/memcached` picks the oracle binary.
+//! - `MEMCRAB_IT_MEMCACHED=/path/to/memcached` picks the oracle binary; without
+//!   it, `/tmp/memcached-1.6.45` (what `../shared/oracle/build.sh` builds),
+//!   then `memcached` on PATH. Another release (Debian's 1.6.18) is used with a
+//!   loud note; where it answers differently from 1.6.45, tests branch on
+//!   `srv.legacy()`.
 
 #![allow(dead_code)]
 
@@ -45,20 +49,62 @@ pub fn memcrab_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_memcrab"))
 }
 
-/// The memcached binary, if one is installed.
+/// The release the wire tests compare against: memcrab answers as this memcached.
+pub const ORACLE_VERSION: &str = "1.6.45";
+/// Where `../shared/oracle/build.sh` (and CI) put the oracle build.
+const ORACLE_BUILD: &str = "/tmp/memcached-1.6.45";
+
+/// The memcached binary: `$MEMCRAB_IT_MEMCACHED`, else the oracle build at
+/// `/tmp/memcached-1.6.45`, else `memcached` on PATH. A fallback that is not
+/// [`ORACLE_VERSION`] is used with a loud note (see [`Server::legacy`]).
 pub fn memcached_bin() -> Option<PathBuf> {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("MEMCRAB_IT_MEMCACHED") {
-            let p = PathBuf::from(p);
-            return p.is_file().then_some(p);
+        let bin = if let Ok(p) = std::env::var("MEMCRAB_IT_MEMCACHED") {
+            Some(PathBuf::from(p)).filter(|p| p.is_file())
+        } else if PathBuf::from(ORACLE_BUILD).is_file() {
+            Some(PathBuf::from(ORACLE_BUILD))
+        } else {
+            std::env::var_os("PATH").and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|d| d.join("memcached"))
+                    .find(|p| p.is_file())
+            })
+        };
+        if let Some(bin) = &bin {
+            let version = memcached_version(bin);
+            if version.as_deref() != Some(ORACLE_VERSION) {
+                eprintln!(
+                    "\n**********************************************************************\n\
+                     NOTE: the memcached oracle {} is version {}, not {ORACLE_VERSION}.\n\
+                     Cases where that release answers differently from {ORACLE_VERSION} \n\
+                     are checked against memcrab only. Build the oracle with\n\
+                     ../shared/oracle/build.sh or set MEMCRAB_IT_MEMCACHED.\n\
+                     **********************************************************************\n",
+                    bin.display(),
+                    version.as_deref().unwrap_or("unknown"),
+                );
+            }
         }
-        let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path)
-            .map(|d| d.join("memcached"))
-            .find(|p| p.is_file())
+        bin
     })
     .clone()
+}
+
+/// `memcached -V`'s version number.
+fn memcached_version(bin: &PathBuf) -> Option<String> {
+    let out = Command::new(bin).arg("-V").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.trim().strip_prefix("memcached ").map(str::to_string)
+}
+
+/// True when the memcached oracle is not [`ORACLE_VERSION`] (Debian's 1.6.18, say).
+pub fn legacy_oracle() -> bool {
+    static LEGACY: OnceLock<bool> = OnceLock::new();
+    *LEGACY.get_or_init(|| {
+        memcached_bin()
+            .is_some_and(|bin| memcached_version(&bin).as_deref() != Some(ORACLE_VERSION))
+    })
 }
 
 fn target_enabled(kind: Kind) -> bool {
@@ -254,6 +300,12 @@ impl Server {
 
     pub fn is_memcrab(&self) -> bool {
         self.kind == Kind::Memcrab
+    }
+
+    /// A memcached that is not the oracle release: where that release answers
+    /// differently, tests expect its own bytes (or skip its half).
+    pub fn legacy(&self) -> bool {
+        self.kind == Kind::Memcached && legacy_oracle()
     }
 
     pub fn name(&self) -> &'static str {

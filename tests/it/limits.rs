@@ -146,12 +146,12 @@ fn connection_limit_is_exact_for_memcrab() {
 #[test]
 fn connection_limit_rejects_extra_clients() {
     for kind in targets() {
-        // memcached reserves ~20 fds, so it needs a larger -c to start.
-        let limit = if kind == Kind::Memcrab { "8" } else { "30" };
+        // memcached counts its own fds (about 30 in 1.6.45), so it needs a larger -c.
+        let limit = if kind == Kind::Memcrab { "8" } else { "50" };
         let srv = Server::start(kind, &["-c", limit]);
         let mut conns = Vec::new();
         let mut rejected = false;
-        for _ in 0..40 {
+        for _ in 0..60 {
             let mut c = srv.connect();
             c.send(b"version\r\n");
             let l = c.read_line();
@@ -165,7 +165,7 @@ fn connection_limit_rejects_extra_clients() {
         }
         assert!(
             rejected,
-            "[{}] 40 clients accepted with -c {limit}",
+            "[{}] 60 clients accepted with -c {limit}",
             kind.name()
         );
         if kind == Kind::Memcrab {
@@ -176,7 +176,10 @@ fn connection_limit_rejects_extra_clients() {
             );
         }
         // Existing clients keep working.
-        conns[0].roundtrip(b"get k\r\n", b"END\r\n");
+        let first = conns.first_mut();
+        first
+            .unwrap_or_else(|| panic!("[{}] no client accepted", kind.name()))
+            .roundtrip(b"get k\r\n", b"END\r\n");
     }
 }
 

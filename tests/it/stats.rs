@@ -69,7 +69,7 @@ const GENERAL_REQUIRED: &[&str] = &[
 ];
 
 /// Stats whose values are text in memcached too.
-const GENERAL_TEXT: &[&str] = &["version", "libevent"];
+const GENERAL_TEXT: &[&str] = &["version", "libevent", "slab_reassign_last_busy_status"];
 
 const SETTINGS_REQUIRED: &[&str] = &[
     "maxbytes",

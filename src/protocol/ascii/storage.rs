@@ -1,12 +1,16 @@
 //! set, add, replace, append, prepend and cas: a command line, then `<bytes>` of data and
 //! `\r\n` (protocol.txt, "Storage commands").
 
-use super::{Tokens, parse_i32, parse_u32, parse_u64};
+use super::{Tokens, parse_i32, parse_u64, token_i32, token_u64};
 use crate::protocol::{Limits, MAX_KEY_LEN, Parsed, ProtocolError, Request, StoreMode};
 
 /// memcached refuses lengths above `INT_MAX - 2` (room for the `\r\n`).
-const MAX_DATA_LEN: u64 = i32::MAX as u64 - 2;
+const MAX_DATA_LEN: i32 = i32::MAX - 2;
 
+/// As memcached 1.6.45: too few tokens or a bad `<bytes>` is refused at once (and not
+/// silenced by `noreply`); once `<bytes>` has parsed, any other error skips the data block.
+/// Tokens after those read are ignored. Flags and exptime are read as `strtoul`/`strtol`
+/// read them (flags keep their low 32 bits), `<bytes>` and the cas unique as plain digits.
 pub(super) fn parse<'a>(
     tokens: &Tokens<'a>,
     consumed: usize,
@@ -14,40 +18,31 @@ pub(super) fn parse<'a>(
     limits: &Limits,
 ) -> Parsed<'a> {
     let is_cas = tokens.get(0) == b"cas";
-    let needed = if is_cas { 6 } else { 5 };
-    let n = tokens.len();
-    let noreply = tokens.noreply();
-    let fail = |error, swallow| Parsed::Error {
+    let fail = |error, swallow, noreply| Parsed::Error {
         error,
         consumed,
         swallow,
         noreply,
     };
-    if n < needed {
-        return fail(ProtocolError::BadCommandLine, 0);
-    }
-    if n > needed + 1 {
-        return fail(ProtocolError::UnknownCommand, 0);
-    }
-    // Once the length has parsed, any later error still skips the data (memcached 1.6.45).
-    let Some(len) = parse_u64(tokens.get(4)).filter(|&l| l <= MAX_DATA_LEN) else {
-        return fail(ProtocolError::BadCommandLine, 0);
+    let len = token_i32(tokens.get(4)).filter(|l| (0..=MAX_DATA_LEN).contains(l));
+    let (true, Some(len)) = (tokens.len() >= 5, len) else {
+        return fail(ProtocolError::BadCommandLine, 0, false);
     };
     let len = len as usize;
+    let noreply = tokens.noreply();
     let key = tokens.get(1);
-    let flags = parse_u32(tokens.get(2));
+    let flags = parse_u64(tokens.get(2)).map(|f| f as u32);
     let exptime = parse_i32(tokens.get(3)).map(i64::from);
     let cas = if is_cas {
-        parse_u64(tokens.get(5))
+        token_u64(tokens.get(5)).filter(|_| tokens.len() > 5)
     } else {
         Some(0)
     };
-    let (Some(flags), Some(exptime), Some(cas)) = (flags, exptime, cas) else {
-        return fail(ProtocolError::BadCommandLine, len + 2);
+    let (Some(flags), Some(exptime), Some(cas), true) =
+        (flags, exptime, cas, key.len() <= MAX_KEY_LEN)
+    else {
+        return fail(ProtocolError::BadCommandLine, len + 2, noreply);
     };
-    if key.len() > MAX_KEY_LEN {
-        return fail(ProtocolError::BadCommandLine, len + 2);
-    }
     let mode = match tokens.get(0) {
         b"set" => StoreMode::Set,
         b"add" => StoreMode::Add,

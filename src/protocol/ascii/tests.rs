@@ -68,11 +68,25 @@ fn requests_parse_to_their_commands() {
             },
         ),
         (
-            b" get foo  \r\n",
+            b"get foo  \r\n",
             Request::Get {
                 keys: b"foo  ",
                 with_cas: false,
                 touch: None,
+            },
+        ),
+        (
+            b"delete k 10\r\n",
+            Request::Delete {
+                key: b"k",
+                noreply: false,
+            },
+        ),
+        (
+            b"verbosity 1 2 3\r\n",
+            Request::Verbosity {
+                level: 1,
+                noreply: false,
             },
         ),
         (
@@ -89,14 +103,6 @@ fn requests_parse_to_their_commands() {
                 keys: b"a",
                 with_cas: true,
                 touch: Some(-1),
-            },
-        ),
-        (
-            b"gat 10\r\n",
-            Request::Get {
-                keys: b"",
-                with_cas: false,
-                touch: Some(10),
             },
         ),
         (
@@ -265,18 +271,35 @@ fn requests_parse_to_their_commands() {
             b"shutdown\r\n",
             Request::Shutdown {
                 mode: ShutdownMode::Immediate,
+                noreply: false,
             },
         ),
         (
             b"shutdown graceful\r\n",
             Request::Shutdown {
                 mode: ShutdownMode::Graceful,
+                noreply: false,
+            },
+        ),
+        (
+            b"shutdown g\r\n",
+            Request::Shutdown {
+                mode: ShutdownMode::Graceful,
+                noreply: false,
+            },
+        ),
+        (
+            b"shutdown noreply\r\n",
+            Request::Shutdown {
+                mode: ShutdownMode::Invalid,
+                noreply: true,
             },
         ),
         (
             b"shutdown now\r\n",
             Request::Shutdown {
                 mode: ShutdownMode::Invalid,
+                noreply: false,
             },
         ),
         (
@@ -308,23 +331,30 @@ fn errors_map_to_memcacheds_replies() {
         (b"GET foo\r\n", (UnknownCommand, 9, 0, false)),
         (b"foo\r\n", (UnknownCommand, 5, 0, false)),
         (b"   \r\n", (UnknownCommand, 5, 0, false)),
+        (b" get foo\r\n", (UnknownCommand, 10, 0, false)),
         (b"\r\n", (BadCommandLine, 2, 0, false)),
+        (b"ab\n", (BadCommandLine, 3, 0, false)),
         (b"get\r\n", (BadCommandLine, 5, 0, false)),
         (key251.as_bytes(), (BadCommandLine, key251.len(), 0, false)),
         (b"gat abc k\r\n", (InvalidExptime, 11, 0, false)),
-        (b"gat\r\n", (UnknownCommand, 5, 0, false)),
+        (b"gat +1 k\r\n", (InvalidExptime, 10, 0, false)),
+        (b"gat\r\n", (BadCommandLine, 5, 0, false)),
+        (b"gat 10\r\n", (BadCommandLine, 8, 0, false)),
         (b"set foo 0 0\r\n", (BadCommandLine, 13, 0, false)),
-        (b"set a b c d e f g h\r\n", (UnknownCommand, 21, 0, false)),
+        (b"set a b c d e f g h\r\n", (BadCommandLine, 21, 0, false)),
         (b"set k 0 0 -1\r\n", (BadCommandLine, 14, 0, false)),
+        (b"set k 0 0 +1\r\n", (BadCommandLine, 14, 0, false)),
         (b"set k 0 0 abc\r\n", (BadCommandLine, 15, 0, false)),
         (b"set k 0 0 2147483647\r\n", (BadCommandLine, 22, 0, false)),
         (b"set k 0 0 4294967295\r\n", (BadCommandLine, 22, 0, false)),
+        (b"set k 0 0 noreply\r\n", (BadCommandLine, 19, 0, false)),
         (b"set k abc 0 1\r\n", (BadCommandLine, 15, 3, false)),
-        (b"set k 4294967296 0 1\r\n", (BadCommandLine, 22, 3, false)),
         (b"set k -1 0 1\r\n", (BadCommandLine, 14, 3, false)),
         (b"set k 0 abc 1\r\n", (BadCommandLine, 15, 3, false)),
         (b"cas k 0 0 1 abc\r\n", (BadCommandLine, 17, 3, false)),
-        (b"cas k 0 0 1\r\n", (BadCommandLine, 13, 0, false)),
+        (b"cas k 0 0 1 +1\r\n", (BadCommandLine, 16, 3, false)),
+        (b"cas k 0 0 1\r\n", (BadCommandLine, 13, 3, false)),
+        (b"cas k 0 0 1 noreply\r\n", (BadCommandLine, 21, 3, true)),
         (
             set251.as_bytes(),
             (BadCommandLine, set251.len() - 3, 3, false),
@@ -334,23 +364,26 @@ fn errors_map_to_memcacheds_replies() {
             b"set k 0 0 3 noreply\r\nabcd\r\n",
             (BadDataChunk, 26, 0, true),
         ),
-        (b"delete k 10\r\n", (DeleteUsage, 13, 0, false)),
-        (b"delete k 10 noreply\r\n", (DeleteUsage, 21, 0, true)),
-        (b"delete\r\n", (UnknownCommand, 8, 0, false)),
+        (b"delete\r\n", (BadCommandLine, 8, 0, false)),
         (b"incr k abc\r\n", (InvalidDelta, 12, 0, false)),
         (b"incr k -1\r\n", (InvalidDelta, 11, 0, false)),
+        (b"incr k +1\r\n", (InvalidDelta, 11, 0, false)),
         (
             b"incr k 18446744073709551616\r\n",
             (InvalidDelta, 29, 0, false),
         ),
         (b"incr k abc noreply\r\n", (InvalidDelta, 20, 0, true)),
-        (b"incr k\r\n", (UnknownCommand, 8, 0, false)),
+        (b"incr k\r\n", (BadCommandLine, 8, 0, false)),
+        (b"incr k noreply\r\n", (InvalidDelta, 16, 0, true)),
         (b"touch k abc\r\n", (InvalidExptime, 13, 0, false)),
+        (b"touch k\r\n", (BadCommandLine, 9, 0, false)),
         (b"flush_all abc\r\n", (InvalidExptime, 15, 0, false)),
-        (b"verbosity\r\n", (UnknownCommand, 11, 0, false)),
+        (b"flush_all +1\r\n", (InvalidExptime, 14, 0, false)),
+        (b"verbosity\r\n", (BadCommandLine, 11, 0, false)),
         (b"verbosity abc\r\n", (BadCommandLine, 15, 0, false)),
-        (b"verbosity 1 2 3\r\n", (UnknownCommand, 17, 0, false)),
+        (b"verbosity noreply\r\n", (BadCommandLine, 19, 0, true)),
         (b"cache_memlimit abc\r\n", (UnknownCommand, 20, 0, false)),
+        (b"bogus noreply\r\n", (UnknownCommand, 15, 0, true)),
     ];
     for (input, want) in cases {
         assert_eq!(err(input), want, "{:?}", String::from_utf8_lossy(input));

@@ -43,6 +43,18 @@ fn echo_flags(out: &mut Vec<u8>, flags: &MetaFlags<'_>, key: &[u8]) {
     }
 }
 
+/// The flags among `of` in request order, for the engine to apply in that order.
+fn steps(flags: &MetaFlags<'_>, of: &[u8]) -> [u8; 4] {
+    let mut steps = [0; 4];
+    for (step, token) in steps
+        .iter_mut()
+        .zip(flags.tokens().filter(|t| of.contains(&t[0])))
+    {
+        *step = token[0];
+    }
+    steps
+}
+
 /// A reply that `q` can hide: written, then cut off again if quiet.
 fn nominal(out: &mut Vec<u8>, quiet: bool, write: impl FnOnce(&mut Vec<u8>)) {
     let mark = out.len();
@@ -78,6 +90,7 @@ impl Context {
             no_bump: f.no_bump,
             new_cas: f.new_cas,
             key_binary: f.base64,
+            steps: steps(f, b"TNRt"),
         };
         let hit = self.store.read(&m.key, &opts, |it| {
             // `C`: a matching CAS means the client's copy is current; drop the value.
@@ -88,13 +101,10 @@ impl Context {
             } else {
                 out.extend_from_slice(b"HD");
             }
-            // Flags act in request order: a `t` before the `T` reports the old TTL.
-            let mut touched = false;
             for token in f.tokens() {
                 match token[0] {
-                    b'T' => touched = true,
                     b's' => flag(out, b's', it.value.len()),
-                    b't' => flag(out, b't', if touched { it.ttl } else { it.ttl_before }),
+                    b't' => flag(out, b't', it.ttl),
                     b'c' => flag(out, b'c', it.cas),
                     b'f' => flag(out, b'f', it.flags),
                     b'l' => flag(out, b'l', it.last_access),
@@ -194,8 +204,9 @@ impl Context {
         let opts = Delete {
             compare_cas: f.compare_cas,
             invalidate: f.invalidate,
-            touch: f.ttl.filter(|_| f.invalidate),
+            touch: f.ttl,
             drop_value: f.drop_value,
+            client_flags: f.client_flags,
             new_cas: f.new_cas,
         };
         let code = match self.store.delete_with(&m.key, &opts) {
@@ -219,6 +230,7 @@ impl Context {
             vivify: f.vivify.map(|ttl| (ttl, f.initial)),
             touch: f.ttl,
             new_cas: f.new_cas,
+            steps: steps(f, b"TNt"),
         };
         let outcome = match self.store.delta_with(&m.key, &opts) {
             Ok(outcome) => outcome,
@@ -250,28 +262,17 @@ impl Context {
         };
         let mut digits = itoa::Buffer::new();
         let number = digits.format(value).as_bytes();
-        // A reply for an item `N` created is sent even with `q`, as memcached does.
-        nominal(out, f.quiet && !outcome.created, |out| {
+        nominal(out, f.quiet, |out| {
             if f.value {
                 out.extend_from_slice(b"VA ");
                 out.extend_from_slice(itoa::Buffer::new().format(number.len()).as_bytes());
             } else {
                 out.extend_from_slice(b"HD");
             }
-            let mut touched = outcome.created;
             for token in f.tokens() {
                 match token[0] {
-                    b'T' => touched = true,
                     b'c' => flag(out, b'c', outcome.cas),
-                    b't' => flag(
-                        out,
-                        b't',
-                        if touched {
-                            outcome.ttl
-                        } else {
-                            outcome.ttl_before
-                        },
-                    ),
+                    b't' => flag(out, b't', outcome.ttl),
                     b'O' => {
                         out.push(b' ');
                         out.extend_from_slice(token);

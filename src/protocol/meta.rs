@@ -1,11 +1,12 @@
 //! memcached's meta commands (protocol.txt, "Meta Commands"): `mg ms md ma mn me`, a key,
 //! and single-character flags, some with a token (`T30`, `Oabc`).
 //!
-//! Flags are checked the way memcached 1.6 checks them: a repeated flag or one that is not
-//! ASCII is `CLIENT_ERROR duplicate flag`, an unknown one `CLIENT_ERROR invalid flag`, a bad
-//! numeric token the message of that flag; `ma` reports every flag error as `CLIENT_ERROR
-//! invalid or duplicate flag`, but an over-long opaque as `opaque token too long`. Errors
-//! are sent even with `q`.
+//! Flags are checked the way memcached 1.6.45 checks them: a flag token that does not start
+//! with a letter or digit makes the whole line `CLIENT_ERROR bad command line format`, a
+//! repeated flag is `CLIENT_ERROR duplicate flag`, an unknown one `CLIENT_ERROR invalid
+//! flag`, a bad numeric token the message of that flag (numbers are plain digits); `ma`
+//! reports every flag error as `CLIENT_ERROR invalid or duplicate flag`, but an over-long
+//! opaque as `opaque token too long`. Errors are sent even with `q`.
 
 use std::borrow::Cow;
 
@@ -13,17 +14,17 @@ use base64::Engine;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, general_purpose};
 
-use super::ascii::{parse_i32, parse_u32, parse_u64};
+use super::ascii::{token_i32, token_u32, token_u64};
 use super::{Limits, MAX_KEY_LEN, Parsed, ProtocolError, Request};
 
-/// memcached refuses a meta line of more tokens than this (counting its end marker).
+/// memcached refuses a meta line of more tokens than this.
 const MAX_OPT_TOKENS: usize = 20;
 /// The opaque token, `O` included, may be at most this long.
 pub const MAX_OPAQUE_LEN: usize = 32;
 /// Tokens kept from one meta line.
-const MAX_TOKENS: usize = 24;
+const MAX_TOKENS: usize = 23;
 /// memcached refuses data lengths above `INT_MAX - 2`.
-const MAX_DATA_LEN: u64 = i32::MAX as u64 - 2;
+const MAX_DATA_LEN: i32 = i32::MAX - 2;
 
 /// Standard alphabet; padding optional on input, written on output.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -127,25 +128,33 @@ fn fail<'a>(error: ProtocolError, consumed: usize, swallow: usize) -> Parsed<'a>
     }
 }
 
-/// Parses a meta line whose command token is `cmd`. `None` if `cmd` is not a meta command.
+/// memcached's meta tokenizer: at most 23 tokens, and every flag token (those from `first_flag`
+/// on) must start with a letter (`A` to `z`) or a digit, or the line has no tokens at all.
+fn tokenize(line: &[u8], first_flag: usize) -> ([&[u8]; MAX_TOKENS], usize) {
+    let mut tokens: [&[u8]; MAX_TOKENS] = [b""; MAX_TOKENS];
+    let mut n = 0;
+    for token in line.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
+        if n == MAX_TOKENS {
+            break;
+        }
+        if n >= first_flag && !matches!(token[0], b'A'..=b'z' | b'0'..=b'9') {
+            return (tokens, 0);
+        }
+        tokens[n] = token;
+        n += 1;
+    }
+    (tokens, n)
+}
+
+/// Parses a meta line (its command word is two bytes long). `None` if it is not a meta
+/// command.
 pub(super) fn parse<'a>(
     line: &'a [u8],
     consumed: usize,
     buf: &'a [u8],
     limits: &Limits,
 ) -> Option<Parsed<'a>> {
-    let mut tokens: [&[u8]; MAX_TOKENS] = [b""; MAX_TOKENS];
-    let mut n = 0;
-    for token in line.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
-        if n == MAX_TOKENS {
-            // memcached's tokenizer stops here too; the line is refused below anyway.
-            n += 1;
-            break;
-        }
-        tokens[n] = token;
-        n += 1;
-    }
-    let command = match tokens[0] {
+    let command = match &line[..2] {
         b"mg" => MetaCommand::Get,
         b"ms" => MetaCommand::Set,
         b"md" => MetaCommand::Delete,
@@ -154,7 +163,9 @@ pub(super) fn parse<'a>(
         b"mn" => MetaCommand::Noop,
         _ => return None,
     };
-    let tokens = &tokens[..n.min(MAX_TOKENS)];
+    let first_flag = if command == MetaCommand::Set { 3 } else { 2 };
+    let (tokens, n) = tokenize(line, first_flag);
+    let tokens = &tokens[..n];
     Some(match command {
         MetaCommand::Noop => Parsed::Request(
             Request::Meta(Meta {
@@ -166,19 +177,22 @@ pub(super) fn parse<'a>(
             consumed,
         ),
         MetaCommand::Debug => parse_debug(tokens, consumed),
-        MetaCommand::Set => parse_set(tokens, n, consumed, buf, limits)
+        MetaCommand::Set => parse_set(tokens, consumed, buf, limits)
             .with_raw_flags(super::ascii::rest_after(line, 3)),
-        _ => parse_keyed(command, tokens, n, consumed)
-            .with_raw_flags(super::ascii::rest_after(line, 2)),
+        _ => {
+            parse_keyed(command, tokens, consumed).with_raw_flags(super::ascii::rest_after(line, 2))
+        }
     })
 }
 
+/// me: `me <key> [b <anything>]`: memcached decodes a base64 key only when a token follows
+/// the `b`.
 fn parse_debug<'a>(tokens: &[&'a [u8]], consumed: usize) -> Parsed<'a> {
     if tokens.len() < 2 || tokens[1].len() > MAX_KEY_LEN {
         return fail(ProtocolError::BadCommandLine, consumed, 0);
     }
     let mut flags = MetaFlags::default();
-    let key = if tokens.get(2) == Some(&&b"b"[..]) {
+    let key = if tokens.len() >= 4 && tokens[2] == b"b" {
         flags.base64 = true;
         match BASE64.decode(tokens[1]) {
             Ok(k) if !k.is_empty() => Cow::Owned(k),
@@ -199,31 +213,15 @@ fn parse_debug<'a>(tokens: &[&'a [u8]], consumed: usize) -> Parsed<'a> {
 }
 
 /// mg, md, ma: `<cm> <key> <flags>*`.
-fn parse_keyed<'a>(
-    command: MetaCommand,
-    tokens: &[&'a [u8]],
-    n: usize,
-    consumed: usize,
-) -> Parsed<'a> {
-    if n < 2 {
-        return fail(ProtocolError::UnknownCommand, consumed, 0);
-    }
-    if tokens[1].len() > MAX_KEY_LEN {
+fn parse_keyed<'a>(command: MetaCommand, tokens: &[&'a [u8]], consumed: usize) -> Parsed<'a> {
+    if tokens.len() < 2 {
         return fail(ProtocolError::BadCommandLine, consumed, 0);
-    }
-    if n + 1 > MAX_OPT_TOKENS {
-        let error = if command == MetaCommand::Get {
-            ProtocolError::FlagsAreTooLong
-        } else {
-            ProtocolError::FlagsTooLong
-        };
-        return fail(error, consumed, 0);
     }
     let Preparsed {
         key,
         flags,
         opaque_too_long,
-    } = match preparse(tokens[1], &tokens[2..]) {
+    } = match preparse(tokens, tokens.len()) {
         Ok(parsed) => parsed,
         Err(_) if command == MetaCommand::Arithmetic => {
             return fail(ProtocolError::InvalidOrDuplicateFlag, consumed, 0);
@@ -250,41 +248,34 @@ fn parse_keyed<'a>(
 }
 
 /// ms: `ms <key> <datalen> <flags>*\r\n<data>\r\n`. Once the length has parsed, an error
-/// still skips the data.
+/// still skips the data; the checks come in memcached's order: flags, mode, size, opaque.
 fn parse_set<'a>(
     tokens: &[&'a [u8]],
-    n: usize,
     consumed: usize,
     buf: &'a [u8],
     limits: &Limits,
 ) -> Parsed<'a> {
-    if n < 2 {
-        return fail(ProtocolError::UnknownCommand, consumed, 0);
-    }
-    if tokens[1].len() > MAX_KEY_LEN || n == 2 {
-        return fail(ProtocolError::BadCommandLine, consumed, 0);
-    }
-    if n + 1 > MAX_OPT_TOKENS {
-        return fail(ProtocolError::FlagsTooLong, consumed, 0);
-    }
-    let Some(len) = parse_u64(tokens[2]).filter(|&l| l <= MAX_DATA_LEN) else {
+    let len = tokens
+        .get(2)
+        .and_then(|t| token_i32(t))
+        .filter(|l| (0..=MAX_DATA_LEN).contains(l));
+    let Some(len) = len else {
         return fail(ProtocolError::BadCommandLine, consumed, 0);
     };
     let len = len as usize;
     let swallow = len + 2;
+    let mut flag_tokens = tokens.to_vec();
+    flag_tokens.remove(2);
     let Preparsed {
         key,
         flags,
         opaque_too_long,
-    } = match preparse(tokens[1], &tokens[3..]) {
+    } = match preparse(&flag_tokens, tokens.len()) {
         Ok(parsed) => parsed,
         Err(e) => return fail(e, consumed, swallow),
     };
     if !matches!(flags.mode, None | Some(b'E' | b'A' | b'P' | b'R' | b'S')) {
         return fail(ProtocolError::MsMode, consumed, swallow);
-    }
-    if opaque_too_long {
-        return fail(ProtocolError::OpaqueTooLong, consumed, swallow);
     }
     if limits.too_large(key.len(), len) {
         return Parsed::Request(
@@ -296,6 +287,9 @@ fn parse_set<'a>(
             },
             consumed,
         );
+    }
+    if opaque_too_long {
+        return fail(ProtocolError::OpaqueTooLong, consumed, swallow);
     }
     let end = consumed + swallow;
     if buf.len() < end {
@@ -316,80 +310,89 @@ fn parse_set<'a>(
 }
 
 /// A key (decoded) and its flags; `opaque_too_long` is for the caller to refuse once it has
-/// checked the mode, as memcached does.
+/// checked the rest, as memcached checks it only when it writes the reply's flags.
 struct Preparsed<'a> {
     key: Cow<'a, [u8]>,
     flags: MetaFlags<'a>,
     opaque_too_long: bool,
 }
 
-/// memcached's flag pre-parse: checks every flag, decodes a base64 key. A duplicate or
-/// unknown flag stops at once; a bad token is remembered and reported after the rest, with
-/// the message of the last flag that has one (a bad `F` has none: alone it is `bad command
-/// line format`). An opaque over 32 bytes is refused only after every other check of the
-/// line, as memcached checks it when it writes the reply's flags.
-fn preparse<'a>(key: &'a [u8], tokens: &[&'a [u8]]) -> Result<Preparsed<'a>, ProtocolError> {
+/// A flag's numeric argument: at least one byte after the flag letter.
+fn flag_arg<T>(token: &[u8], parse: impl Fn(&[u8]) -> Option<T>) -> Option<T> {
+    token.get(1..).filter(|a| !a.is_empty()).and_then(parse)
+}
+
+/// memcached's flag pre-parse of `<cm> <key> <flags>*` (the `ms` length left out; `count`
+/// is the line's token count): the key length, the token count, then every flag, decoding a base64 key. A duplicate or unknown
+/// flag stops at once; a bad argument is remembered and reported after the rest, with the
+/// message of the last flag that has one (a bad `F` has none: alone it is `bad command line
+/// format`).
+fn preparse<'a>(tokens: &[&'a [u8]], count: usize) -> Result<Preparsed<'a>, ProtocolError> {
+    let key = tokens[1];
+    if key.len() > MAX_KEY_LEN {
+        return Err(ProtocolError::BadCommandLine);
+    }
+    if count > MAX_OPT_TOKENS {
+        return Err(ProtocolError::FlagsAreTooLong);
+    }
     let mut f = MetaFlags::default();
     let mut seen = [false; 128];
     let mut error = None;
     let mut has_error = false;
     let mut opaque_too_long = false;
     let mut key = Cow::Borrowed(key);
-    for &token in tokens {
+    for &token in &tokens[2..] {
         let flag = token[0];
-        if flag >= 127 || seen[usize::from(flag)] {
+        if seen[usize::from(flag)] {
             return Err(ProtocolError::DuplicateFlag);
         }
         seen[usize::from(flag)] = true;
-        let arg = &token[1..];
-        let ttl = |e: &mut Option<ProtocolError>| {
-            let v = parse_i32(arg).map(i64::from);
-            if v.is_none() {
-                *e = Some(ProtocolError::BadToken);
-            }
-            v
+        let mut bad = |e: ProtocolError| {
+            error = Some(e);
         };
         match flag {
             b'b' => {
                 f.base64 = true;
                 match BASE64.decode(&key[..]) {
                     Ok(decoded) if !decoded.is_empty() => key = Cow::Owned(decoded),
-                    _ => error = Some(ProtocolError::KeyDecode),
+                    _ => bad(ProtocolError::KeyDecode),
                 }
             }
-            b'N' => f.vivify = ttl(&mut error),
-            b'T' => f.ttl = ttl(&mut error),
-            b'R' => f.recache = ttl(&mut error),
-            b'C' => {
-                f.compare_cas = parse_u64(arg);
-                if f.compare_cas.is_none() {
-                    error = Some(ProtocolError::BadToken);
+            b'N' | b'T' | b'R' => {
+                let v = flag_arg(token, token_i32).map(i64::from);
+                if v.is_none() {
+                    bad(ProtocolError::BadToken);
+                }
+                match flag {
+                    b'N' => f.vivify = v,
+                    b'T' => f.ttl = v,
+                    _ => f.recache = v,
                 }
             }
-            b'E' => {
-                f.new_cas = parse_u64(arg);
-                if f.new_cas.is_none() {
-                    error = Some(ProtocolError::BadToken);
+            b'C' | b'E' => {
+                let v = flag_arg(token, token_u64);
+                if v.is_none() {
+                    bad(ProtocolError::BadToken);
+                }
+                if flag == b'C' {
+                    f.compare_cas = v;
+                } else {
+                    f.new_cas = v;
                 }
             }
-            b'F' => match parse_u32(arg) {
+            b'F' => match flag_arg(token, token_u32) {
                 Some(v) => f.client_flags = v,
                 None => has_error = true,
             },
-            b'M' => {
-                if arg.len() == 1 {
-                    f.mode = Some(arg[0]);
-                } else {
-                    error = Some(ProtocolError::MLength);
-                }
-            }
-            b'J' => match parse_u64(arg) {
+            // The byte after the `M` (a space or the line end when it is alone).
+            b'M' => f.mode = Some(token.get(1).copied().unwrap_or(b' ')),
+            b'J' => match flag_arg(token, token_u64) {
                 Some(v) => f.initial = v,
-                None => error = Some(ProtocolError::BadInitial),
+                None => bad(ProtocolError::BadInitial),
             },
-            b'D' => match parse_u64(arg) {
+            b'D' => match flag_arg(token, token_u64) {
                 Some(v) => f.delta = v,
-                None => error = Some(ProtocolError::BadDeltaValue),
+                None => bad(ProtocolError::BadDeltaValue),
             },
             b'O' => opaque_too_long |= token.len() > MAX_OPAQUE_LEN,
             b'v' => f.value = true,
@@ -397,7 +400,7 @@ fn preparse<'a>(key: &'a [u8], tokens: &[&'a [u8]]) -> Result<Preparsed<'a>, Pro
             b'q' => f.quiet = true,
             b'I' => f.invalidate = true,
             b'x' => f.drop_value = true,
-            b'P' | b'L' | b'k' | b's' | b't' | b'c' | b'f' | b'h' | b'l' | b'S' => {}
+            b'P' | b'L' | b'k' | b's' | b't' | b'c' | b'f' | b'h' | b'l' => {}
             _ => return Err(ProtocolError::InvalidFlag),
         }
     }
@@ -469,7 +472,9 @@ mod tests {
         );
         assert_eq!(meta(b"mn foo\r\n").command, MetaCommand::Noop);
         assert_eq!(&meta(b"mg Zm9v b k v\r\n").key[..], b"foo");
-        assert_eq!(&meta(b"me Zm9v b\r\n").key[..], b"foo");
+        // me decodes only when a token follows the `b`, as memcached does.
+        assert_eq!(&meta(b"me Zm9v b x\r\n").key[..], b"foo");
+        assert_eq!(&meta(b"me Zm9v b\r\n").key[..], b"Zm9v");
         assert!(
             meta(b"mg k   v  \r\n").flags.value,
             "blanked flags are spaces"
@@ -483,9 +488,13 @@ mod tests {
         let opaque33 = format!("mg k O{}\r\n", "x".repeat(32));
         let opaque32 = format!("mg k O{}\r\n", "x".repeat(31));
         let cases: Vec<(&[u8], (ProtocolError, usize))> = vec![
-            (b"mg\r\n", (UnknownCommand, 0)),
+            (b"mg\r\n", (BadCommandLine, 0)),
             (long_key.as_bytes(), (BadCommandLine, 0)),
-            (b"mg k !\r\n", (InvalidFlag, 0)),
+            (b"mg k !\r\n", (BadCommandLine, 0)),
+            (b"mg k 5\r\n", (InvalidFlag, 0)),
+            (b"mg k S\r\n", (InvalidFlag, 0)),
+            (b"mg k T+1\r\n", (BadToken, 0)),
+            (b"mg k T\r\n", (BadToken, 0)),
             (b"mg k v v\r\n", (DuplicateFlag, 0)),
             (b"mg k Tabc\r\n", (BadToken, 0)),
             (opaque33.as_bytes(), (OpaqueTooLong, 0)),
@@ -497,14 +506,23 @@ mod tests {
             (b"ms k 1 Fabc\r\n", (BadCommandLine, 3)),
             (b"ms k 1 Tabc\r\n", (BadToken, 3)),
             (b"ms k 1 MZ\r\n", (MsMode, 3)),
+            (b"ms k 1 M\r\n", (MsMode, 3)),
+            (b"ms k 1 !\r\n", (BadCommandLine, 0)),
             (b"ms k 2\r\nxyz\r\n", (BadDataChunk, 0)),
-            (b"md k !\r\n", (InvalidFlag, 0)),
+            (b"md k !\r\n", (BadCommandLine, 0)),
+            (b"md k 9\r\n", (InvalidFlag, 0)),
             (b"ma k Dabc v\r\n", (InvalidOrDuplicateFlag, 0)),
             (b"ma k v v\r\n", (InvalidOrDuplicateFlag, 0)),
             (b"ma k MX v\r\n", (MaMode, 0)),
+            (b"ma k ! v\r\n", (BadCommandLine, 0)),
+            (b"ma\r\n", (BadCommandLine, 0)),
             (b"me\r\n", (BadCommandLine, 0)),
             (
                 b"mg k a b c d e f g h i j k l m n o p q r\r\n",
+                (InvalidFlag, 0),
+            ),
+            (
+                b"mg k a b c d e f g h i j k l m n o p q r s\r\n",
                 (FlagsAreTooLong, 0),
             ),
         ];

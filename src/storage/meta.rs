@@ -26,6 +26,23 @@ pub struct Read {
     /// A meta read, which hands out win tokens (`W`) for stale items and recaches; the
     /// classic `get`/`gat`/`touch` leave them for the next meta read, as in memcached.
     pub tokens: bool,
+    /// The meta flags `T`, `N`, `R` and `t` in request order (see [`Steps`]).
+    pub steps: Steps,
+}
+
+/// The meta flags `T` (touch), `N` (vivify), `R` (recache) and `t` (show the TTL) in the
+/// order a request gave them, zeros after. memcached applies them in that order: `N` sets
+/// the TTL of an item this request created (which starts with none), `R` compares the TTL
+/// as the flags before it left it, and `t` reports it. All zeros: `T`, `N`, `R`.
+pub type Steps = [u8; 4];
+
+/// What applying [`Steps`] to an item gives.
+struct Walked {
+    exptime: u32,
+    /// `N` created the item, or `R` found its TTL low enough: this request wins.
+    won: bool,
+    /// Seconds left at the `t` (at the end without one), -1 for never.
+    ttl: i64,
 }
 
 /// An item as a meta read sees it, valid under the shard lock.
@@ -36,11 +53,8 @@ pub struct ReadView<'a> {
     pub flags: u32,
     /// 0 when CAS is disabled.
     pub cas: u64,
-    /// Seconds left, -1 for never.
+    /// Seconds left when the flags before the `t` were applied, -1 for never.
     pub ttl: i64,
-    /// Seconds left before this request's touch (flags act in request order: `t T0`
-    /// reports the old TTL).
-    pub ttl_before: i64,
     /// Whether it had been read before this request.
     pub hit_before: bool,
     /// Seconds since the last access before this request.
@@ -59,10 +73,12 @@ pub struct Delete {
     pub compare_cas: Option<u64>,
     /// Keep the item, mark it stale and give it a new CAS (meta `I`).
     pub invalidate: bool,
-    /// With `invalidate`: the stale item's new exptime.
+    /// With `invalidate`: the stale item's new exptime; with `drop_value`, the emptied
+    /// item's (none if absent).
     pub touch: Option<i64>,
-    /// Drop the value but keep the item (meta `x`).
+    /// Replace the item with an empty one (meta `x`), with these client flags.
     pub drop_value: bool,
+    pub client_flags: u32,
     pub new_cas: Option<u64>,
 }
 
@@ -84,6 +100,8 @@ pub struct Delta {
     /// New exptime on success (meta `T`).
     pub touch: Option<i64>,
     pub new_cas: Option<u64>,
+    /// The meta flags `T`, `N` and `t` in request order.
+    pub steps: Steps,
 }
 
 impl Default for Delta {
@@ -95,6 +113,7 @@ impl Default for Delta {
             vivify: None,
             touch: None,
             new_cas: None,
+            steps: [0; 4],
         }
     }
 }
@@ -103,10 +122,8 @@ impl Default for Delta {
 pub struct DeltaOutcome {
     pub result: DeltaResult,
     pub cas: u64,
-    /// Seconds left, -1 for never (for `ma t`).
+    /// Seconds left at the `t` (for `ma t`), -1 for never.
     pub ttl: i64,
-    /// Seconds left before this request's touch.
-    pub ttl_before: i64,
     /// The item was created by this request (meta `N`).
     pub created: bool,
 }
@@ -134,6 +151,51 @@ fn ttl_of(exptime: u32, now: u32) -> i64 {
 }
 
 impl Store {
+    /// Applies `steps` (the flags `T`, `N`, `R`, `t` in request order) to an item whose
+    /// exptime is `exptime` and which this request may have `created`.
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        &self,
+        steps: Steps,
+        mut exptime: u32,
+        created: bool,
+        touch: Option<i64>,
+        vivify: Option<i64>,
+        recache: Option<i64>,
+        token_sent: bool,
+        now: u32,
+    ) -> Walked {
+        let steps = if steps == [0; 4] { *b"TNR\0" } else { steps };
+        let (mut won, mut ttl) = (false, None);
+        for step in steps {
+            match step {
+                b'T' => {
+                    if let Some(t) = touch {
+                        exptime = self.time.deadline(t);
+                    }
+                }
+                b'N' => {
+                    if let Some(t) = vivify.filter(|_| created) {
+                        exptime = self.time.deadline(t);
+                        won = true;
+                    }
+                }
+                b'R' => {
+                    won |= recache.is_some_and(|r| {
+                        !token_sent && !created && exptime != 0 && exptime < self.time.deadline(r)
+                    });
+                }
+                b't' => ttl = Some(ttl_of(exptime, now)),
+                _ => {}
+            }
+        }
+        Walked {
+            exptime,
+            won,
+            ttl: ttl.unwrap_or_else(|| ttl_of(exptime, now)),
+        }
+    }
+
     /// A read with options; `f` runs under the shard lock on a hit (or a vivified miss).
     pub fn read<R>(&self, key: &[u8], opts: &Read, f: impl FnOnce(ReadView<'_>) -> R) -> Option<R> {
         let hash = self.hash(key);
@@ -147,12 +209,13 @@ impl Store {
         let (at, created) = match shard.lookup(&ctx, hash, key) {
             Ok(at) => (at, false),
             Err(why) => {
-                let created = opts.vivify.and_then(|ttl| {
+                let created = opts.vivify.and_then(|_| {
                     let new = NewItem {
                         key,
                         value: [b"", b""],
                         flags: 0,
-                        exptime: self.time.deadline(ttl),
+                        // `N` sets the TTL in its turn among the flags.
+                        exptime: 0,
                         atime: ctx.now,
                         cas: opts.new_cas.unwrap_or_else(|| self.new_cas()),
                         bits: if opts.key_binary { KEY_BINARY } else { 0 },
@@ -188,17 +251,22 @@ impl Store {
             let it = shard.item(at);
             (it.bits(), it.atime(), it.exptime())
         };
-        if let Some(ttl) = opts.touch {
-            let deadline = self.time.deadline(ttl);
-            shard.item_mut(at).set_exptime(deadline);
-        }
-        let exptime = shard.item(at).exptime();
         let token_sent = bits & WIN_SENT != 0;
         let stale = bits & STALE != 0;
-        let recache = opts.recache.is_some_and(|r| {
-            !token_sent && !created && exptime != 0 && exptime < self.time.deadline(r)
-        });
-        let won = created || (opts.tokens && (recache || (stale && !token_sent)));
+        let walked = self.walk(
+            opts.steps,
+            exptime_before,
+            created,
+            opts.touch,
+            opts.vivify,
+            opts.recache,
+            token_sent,
+            ctx.now,
+        );
+        if walked.exptime != exptime_before {
+            shard.item_mut(at).set_exptime(walked.exptime);
+        }
+        let won = created || (opts.tokens && (walked.won || (stale && !token_sent)));
         if won {
             let mut it = shard.item_mut(at);
             let bits = it.as_ref().bits();
@@ -213,8 +281,7 @@ impl Store {
             value: it.value(),
             flags: it.flags(),
             cas: self.visible_cas(it.cas()),
-            ttl: ttl_of(exptime, ctx.now),
-            ttl_before: ttl_of(exptime_before, ctx.now),
+            ttl: walked.ttl,
             hit_before: bits & FETCHED != 0,
             last_access: ctx.now.saturating_sub(atime),
             stale,
@@ -245,9 +312,19 @@ impl Store {
             shard.unlink(&ctx, hash, at, Unlink::Removed);
             return DeleteResult::Deleted;
         }
-        let cas = opts.new_cas.unwrap_or_else(|| self.new_cas());
+        // `x` replaces the item with an empty one: new client flags and TTL (none unless
+        // `T`), the old CAS unless `E`, not fetched; `I` then marks it stale with a new CAS.
+        let cas = match opts.new_cas {
+            Some(cas) => cas,
+            None if opts.invalidate => self.new_cas(),
+            None => it.cas(),
+        };
         let mut bits = it.bits();
         let mut exptime = it.exptime();
+        if opts.drop_value {
+            bits &= KEY_BINARY;
+            exptime = self.time.deadline(opts.touch.unwrap_or(0));
+        }
         if opts.invalidate {
             bits = (bits | STALE) & !WIN_SENT;
             if let Some(ttl) = opts.touch {
@@ -255,11 +332,10 @@ impl Store {
             }
         }
         if opts.drop_value {
-            let flags = it.flags();
             let new = NewItem {
                 key,
                 value: [b"", b""],
-                flags,
+                flags: opts.client_flags,
                 exptime,
                 atime: ctx.now,
                 cas,
@@ -289,7 +365,6 @@ impl Store {
             result,
             cas: 0,
             ttl: -1,
-            ttl_before: -1,
             created: false,
         };
         let at = match shard.lookup(&ctx, hash, key) {
@@ -298,7 +373,17 @@ impl Store {
                 if let Some((ttl, initial)) = opts.vivify {
                     let text = initial.to_string();
                     let cas = opts.new_cas.unwrap_or_else(|| self.new_cas());
-                    let exptime = self.time.deadline(opts.touch.unwrap_or(ttl));
+                    let walked = self.walk(
+                        opts.steps,
+                        0,
+                        true,
+                        opts.touch,
+                        Some(ttl),
+                        None,
+                        false,
+                        ctx.now,
+                    );
+                    let exptime = walked.exptime;
                     let new = NewItem {
                         key,
                         value: [text.as_bytes(), b""],
@@ -312,8 +397,7 @@ impl Store {
                         Ok(_) => Ok(DeltaOutcome {
                             result: DeltaResult::Value(initial),
                             cas: self.visible_cas(cas),
-                            ttl: ttl_of(exptime, ctx.now),
-                            ttl_before: ttl_of(exptime, ctx.now),
+                            ttl: walked.ttl,
                             created: true,
                         }),
                         Err(()) => Err(StoreError::NoMemory),
@@ -344,11 +428,17 @@ impl Store {
             return Ok(miss(DeltaResult::NonNumeric));
         };
         let (value_len, flags, bits) = (it.value_len(), it.flags(), it.bits());
-        let exptime_before = it.exptime();
-        let mut exptime = exptime_before;
-        if let Some(ttl) = opts.touch {
-            exptime = self.time.deadline(ttl);
-        }
+        let walked = self.walk(
+            opts.steps,
+            it.exptime(),
+            false,
+            opts.touch,
+            None,
+            None,
+            false,
+            ctx.now,
+        );
+        let exptime = walked.exptime;
         let class = self.classes.class_of(it.total_len());
         let stats = &mut shard.stats.classes[class];
         let value = if opts.incr {
@@ -364,8 +454,7 @@ impl Store {
         let done = DeltaOutcome {
             result: DeltaResult::Value(value),
             cas: self.visible_cas(cas),
-            ttl: ttl_of(exptime, ctx.now),
-            ttl_before: ttl_of(exptime_before, ctx.now),
+            ttl: walked.ttl,
             created: false,
         };
         if text.len() <= value_len {
@@ -531,16 +620,19 @@ mod tests {
     #[test]
     fn drop_value_keeps_an_empty_item() {
         let (_, s) = store();
-        s.store(Mode::Set, b"k", b"value", 9, 0).unwrap();
+        let (_, cas) = s.store(Mode::Set, b"k", b"value", 9, 100).unwrap();
         let opts = Delete {
             drop_value: true,
+            client_flags: 7,
             ..Delete::default()
         };
         assert_eq!(s.delete_with(b"k", &opts), DeleteResult::Deleted);
+        // memcached's tombstone: the request's client flags, no TTL, the old CAS.
         assert_eq!(
-            s.get(b"k", None, |it| (it.value.len(), it.flags)),
-            Some((0, 9))
+            s.get(b"k", None, |it| (it.value.len(), it.flags, it.cas)),
+            Some((0, 7, cas))
         );
+        assert_eq!(s.debug(b"k").unwrap().ttl, -1);
     }
 
     #[test]

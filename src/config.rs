@@ -682,6 +682,14 @@ mod tests {
                 &["-q"],
                 "memcrab: invalid option -- 'q'\nIllegal argument \"?\"",
             ),
+            (
+                &["-o", "read_buf_mem_limit"],
+                "Missing read_buf_mem_limit argument",
+            ),
+            (
+                &["-o", "read_buf_mem_limit=lots"],
+                "could not parse argument to read_buf_mem_limit",
+            ),
         ];
         for (args, want) in cases {
             assert_eq!(run(args).err().as_deref(), Some(*want), "{args:?}");
@@ -696,6 +704,16 @@ mod tests {
                 .unwrap_err()
                 .contains("UDP is not supported")
         );
+    }
+
+    #[test]
+    fn the_buffer_cap_defaults_from_memory_and_item_size_and_0_lifts_it() {
+        let limit = |args: &[&str]| run(args).unwrap().buffer_limit();
+        assert_eq!(limit(&["-m", "64"]), 32 << 20);
+        assert_eq!(limit(&["-m", "1024"]), 128 << 20);
+        assert_eq!(limit(&["-m", "256", "-I", "16m"]), 64 << 20);
+        assert_eq!(limit(&["-o", "read_buf_mem_limit=8"]), 8 << 20);
+        assert_eq!(limit(&["-o", "read_buf_mem_limit=0"]), usize::MAX);
     }
 
     #[test]

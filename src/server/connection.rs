@@ -28,7 +28,7 @@ pub(super) const READ_CHUNK: usize = 16 * 1024;
 /// Read buffer bytes a connection may hold without charging the buffer budget: room for a
 /// read while part of a request is still buffered. A longer line or a value in flight
 /// grows the buffer beyond it only with the budget's consent.
-const READ_FLOOR: usize = 4 * READ_CHUNK;
+const READ_FLOOR: usize = 2 * READ_CHUNK;
 /// Replies are written out once this many bytes are waiting, even mid-batch, and no further
 /// request of the connection runs until they are below it again.
 const OUT_FLUSH: usize = STREAM_CAP;

@@ -27,6 +27,7 @@ VARIANTS = [
 # kubectl's version here (v1.32); kubernetes-validate 1.37.0 bundles 1.25 to 1.37.
 KUBERNETES_VERSION = "1.32.0"
 DRAIN_SECONDS = 10  # src/server/mod.rs DRAIN_TIMEOUT
+KiB = 1024
 MiB = 1024 * 1024
 
 
@@ -87,6 +88,38 @@ def flag(args, short, long=None):
         if long and a.startswith(long + "="):
             return a.split("=", 1)[1]
     return None
+
+
+def extended(args, name):
+    """The value of `-o name=value` in a container's args, if given."""
+    opts = [flag(args[i:], "-o", "--extended") for i, a in enumerate(args)]
+    for opt in filter(None, opts):
+        for part in opt.split(","):
+            key, _, value = part.partition("=")
+            if key.strip() == name:
+                return value.strip()
+    return None
+
+
+def item_size(value):
+    """-I as memcached reads it (1m, 512k, bytes)."""
+    units = {"k": 1024, "m": MiB, "g": 1024 * MiB}
+    value = value.strip().lower()
+    if value[-1:] in units:
+        return int(value[:-1]) * units[value[-1]]
+    return int(value)
+
+
+def memory_bound(args):
+    """ARCHITECTURE.md's bound on RSS: M + B + C x 48 KiB + C x 0.4 KiB + T x 1 MiB + 24 MiB,
+    with every connection busy."""
+    m = int(flag(args, "-m", "--memory-limit") or 64) * MiB
+    conns = int(flag(args, "-c", "--conn-limit") or 1024)
+    threads = int(flag(args, "-t", "--threads") or 4)
+    item_max = item_size(flag(args, "-I", "--max-item-size") or "1m")
+    cap = extended(args, "read_buf_mem_limit")
+    buffers = int(cap) * MiB if cap is not None else max(32 * MiB, m // 8, 4 * item_max)
+    return m + buffers + conns * (48 * KiB + 410) + threads * MiB + 24 * MiB
 
 
 def memcrab_containers(docs):
@@ -192,14 +225,14 @@ def test_memcrab_containers_follow_the_rules(variant):
         where = f"{workload['metadata']['name']}/{c['name']}"
         args = c.get("args", [])
         assert "command" not in c, f"{where}: keep the image's entrypoint"
-        # Memory: limit >= -m + 25% + 32 MiB; request == limit.
-        m = flag(args, "-m", "--memory-limit")
-        assert m is not None, f"{where}: no -m"
+        # Memory: limit >= ARCHITECTURE.md's bound with every connection busy; request ==
+        # limit.
+        assert flag(args, "-m", "--memory-limit") is not None, f"{where}: no -m"
         limit = quantity(c["resources"]["limits"]["memory"])
         assert (
             c["resources"]["requests"]["memory"] == c["resources"]["limits"]["memory"]
         )
-        assert limit >= int(m) * MiB * 1.25 + 32 * MiB, (where, m, limit)
+        assert limit >= memory_bound(args), (where, args, limit, memory_bound(args))
         # Drain: the grace period covers preStop + the server's drain.
         pre = (
             c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)

@@ -18,6 +18,8 @@ const CACHEDUMP_MAX_BYTES: usize = 2 << 20;
 const DUMP_SLICE_ITEMS: usize = 64;
 /// The longest line a dump writes for one item: a 250-byte key, %-encoded, and its fields.
 const DUMP_LINE_MAX: usize = 1024;
+/// Reply bytes a dump writes before it lets the other connections of its thread run.
+const DUMP_PAUSE: usize = 64 * 1024;
 /// Items `lru_crawler crawl` checks per shard lock hold.
 const CRAWL_SLICE_ITEMS: usize = 4096;
 /// A dump that finds no memory for its reply (memcached's message for stats replies).
@@ -171,7 +173,9 @@ impl Context {
             _ => Box::default(),
         };
         loop {
-            if room.must_pause(out) {
+            // Dumps pause sooner than gets: formatting a line costs more than copying a
+            // value, and the other connections of the thread wait meanwhile.
+            if room.unsent(out) >= DUMP_PAUSE {
                 *resume = Resume::Dump(dump);
                 return Streamed::Paused;
             }

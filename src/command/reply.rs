@@ -109,7 +109,12 @@ impl Room<'_> {
     /// Whether the connection should stop before the next part of a streamed reply: its
     /// unsent replies passed [`STREAM_CAP`].
     pub fn must_pause(&self, out: &[u8]) -> bool {
-        out.len() - self.sent.min(out.len()) >= STREAM_CAP
+        self.unsent(out) >= STREAM_CAP
+    }
+
+    /// Reply bytes not yet handed to the socket.
+    pub fn unsent(&self, out: &[u8]) -> usize {
+        out.len() - self.sent.min(out.len())
     }
 
     /// Makes room in `out` for `need` more bytes, charging the budget for capacity beyond

@@ -431,10 +431,11 @@ impl Connection {
                     let progress =
                         ctx.execute(&req, &self.info, &mut self.out, &mut room, &mut self.resume);
                     let Progress::Done(outcome) = progress else {
-                        // The same request runs again once its replies so far are sent; a
-                        // paused stream counts as a request for `-R`.
+                        // The same request runs again once its replies so far are sent,
+                        // after the other connections of this thread had their turn: a
+                        // stream's slice is as much work as a turn allows (`-R`).
                         self.settle(ctx);
-                        *handled += 1;
+                        *handled = per_event;
                         return Step::OutFull;
                     };
                     self.swallow = req.swallow();

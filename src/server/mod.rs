@@ -24,8 +24,11 @@ use shutdown::Shutdown;
 
 /// How long shutdown waits for connections to deliver replies already being written.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest pause between failed accepts (descriptors exhausted, say).
-const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest pause between failed accepts (descriptors exhausted, say): the longest a client
+/// waits to be turned away meanwhile.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Clients turned away per round while descriptors are exhausted.
+const TURN_AWAY_MAX: usize = 1024;
 /// What memcached answers a connection over the `-c` limit before closing it.
 const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
 
@@ -172,7 +175,7 @@ async fn accept_loop(listener: Listener, dispatch: Dispatch) {
                     ctx.counters
                         .listen_disabled_num
                         .fetch_add(1, Ordering::Relaxed);
-                    turn_away_one(&listener, ctx).await;
+                    turn_away_waiting(&listener, ctx).await;
                     reserve = std::fs::File::open("/dev/null").ok();
                 }
                 // Back off instead of spinning while descriptors are short.
@@ -222,9 +225,19 @@ impl Dispatch {
     }
 }
 
-/// With the reserve descriptor freed: accepts one waiting client, if one is there at once,
-/// and turns it away with memcached's `-c` answer.
-async fn turn_away_one(listener: &Listener, ctx: &Context) {
+/// With the reserve descriptor freed: accepts the clients waiting right now, one at a time
+/// (each closed before the next is accepted, so one descriptor serves them all), and turns
+/// them away with memcached's `-c` answer.
+async fn turn_away_waiting(listener: &Listener, ctx: &Context) {
+    for _ in 0..TURN_AWAY_MAX {
+        if !turn_away_one(listener, ctx).await {
+            break;
+        }
+    }
+}
+
+/// Accepts one client if one is waiting and turns it away; whether there was one.
+async fn turn_away_one(listener: &Listener, ctx: &Context) -> bool {
     let now = std::future::ready(());
     let stream = match listener {
         Listener::Tcp(l) => tokio::select! {
@@ -242,12 +255,14 @@ async fn turn_away_one(listener: &Listener, ctx: &Context) {
             _ = now => None,
         },
     };
-    if let Some(stream) = stream {
-        ctx.counters
-            .rejected_connections
-            .fetch_add(1, Ordering::Relaxed);
-        reject(stream);
-    }
+    let Some(stream) = stream else {
+        return false;
+    };
+    ctx.counters
+        .rejected_connections
+        .fetch_add(1, Ordering::Relaxed);
+    reject(stream);
+    true
 }
 
 /// Tells a client over the `-c` limit, then closes (memcached's `maxconns_fast`): one

@@ -1,4 +1,4 @@
-"""Servers, raw clients and measurements for the fault-test suite (tests/fault).
+"""Servers, measurements and the memory bound for the fault-test suite (tests/fault).
 
 Every test starts its own server processes on free ports of 127.0.0.1 and talks to them
 over raw sockets, as a hostile or buggy client would: no client library hides what the
@@ -30,8 +30,8 @@ MEMCACHED_CANDIDATES = ["/tmp/memcached-1.6.45", "memcached"]
 
 
 def _load_clients_support():
-    """tests/clients/support.py, whose server process this suite's extends (loaded under
-    another name: both suites call their module ``support``)."""
+    """tests/clients/support.py, whose server process class this suite extends (loaded
+    under another name: both suites call their module ``support``)."""
     path = REPO_ROOT / "tests" / "clients" / "support.py"
     spec = importlib.util.spec_from_file_location("clients_support", path)
     module = importlib.util.module_from_spec(spec)
@@ -53,16 +53,22 @@ RLIMIT_MESSAGE = (
 # --- the documented memory bound ------------------------------------------------------
 
 
-def rss_bound(m_mb, b_mb, busy_conns, threads):
-    """The RSS (bytes) a server with ``-m m_mb`` and a connection-buffer cap of ``b_mb``
-    MiB may use with ``busy_conns`` busy connections and ``threads`` worker threads.
+def rss_bound(m_mb, b_mb, busy_conns, threads, conns=None):
+    """The RSS (bytes) ARCHITECTURE.md promises for a server with ``-m m_mb`` and a
+    connection-buffer cap of ``b_mb`` MiB, ``busy_conns`` busy connections (``conns`` in
+    all, the busy ones if not given) and ``threads`` worker threads:
 
-    RSS <= M + B + busy_connections x 48 KiB + threads x 1 MiB + 24 MiB
-    (48 KiB: the per-connection floors, 32 KiB read + 16 KiB reply.)
+    RSS <= M + B + busy x 48 KiB + connections x 0.4 KiB + threads x 1 MiB + 24 MiB
+
+    (48 KiB: a busy connection's floors, 32 KiB read + 16 KiB reply; 0.4 KiB: any
+    connection's state; 1 MiB: a worker's pool of free read buffers; 24 MiB: code,
+    runtime, stacks.)
     """
-    return (
+    conns = busy_conns if conns is None else conns
+    return int(
         (m_mb + b_mb) * MiB
         + busy_conns * 48 * KiB
+        + conns * 0.4 * KiB
         + threads * MiB
         + 24 * MiB
     )

@@ -17,13 +17,15 @@ from support import (
     Server,
     can_raise_hard_limits,
     cpu_seconds,
+    default_buf_cap_mb,
     free_port,
     nofile_limit,
     open_fds,
     raise_own_nofile,
+    rss_bound,
     run_to_exit,
 )
-from wire import Conn, KiB, open_many
+from wire import Conn, KiB, MiB, open_many
 
 STARTING_LIMITS = {
     # soft 256 under a high hard limit: any user may raise it
@@ -135,7 +137,11 @@ def test_ten_thousand_connections(kind, start_server, figures):
     started = time.monotonic()
     with RssSampler(server.pid) as rss:
         _, outcomes = open_many(server, 10_000)
+    # At most one batch of open_many (500) is busy at a time; the others are idle.
+    bound = rss_bound(64, default_buf_cap_mb(64), 500, 4, conns=10_000)
     figures("seconds to open and serve", time.monotonic() - started, "s")
     figures("RSS per connection", rss.growth / 10_000 / KiB, "KiB")
+    figures("RSS peak / bound", f"{rss.peak / MiB:.1f} / {bound / MiB:.1f}", "MiB")
     assert outcomes["version"] == 10_000, outcomes
+    assert rss.peak <= bound
     assert version_answered(Conn(server.connect()))

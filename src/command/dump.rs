@@ -21,7 +21,7 @@ const DUMP_LINE_MAX: usize = 1024;
 /// Reply bytes a dump writes before it lets the other connections of its thread run.
 const DUMP_PAUSE: usize = 64 * 1024;
 /// Items `lru_crawler crawl` checks per shard lock hold.
-const CRAWL_SLICE_ITEMS: usize = 4096;
+const CRAWL_SLICE_ITEMS: usize = 1000;
 /// A dump that finds no memory for its reply (memcached's message for stats replies).
 const OUT_OF_MEMORY: &str = "SERVER_ERROR out of memory writing stats";
 /// `lru_crawler sleep` refuses more than a second.

@@ -174,7 +174,11 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "memcrab_protocol_errors_total",
-        "Rejected input, by kind (unknown_command, bad_command_line, bad_data_chunk, line_too_long, foreign_protocol, too_large, out_of_memory).",
+        "Rejected input, by kind (unknown_command, bad_command_line, bad_data_chunk, line_too_long, foreign_protocol, binary_rejected, too_large, out_of_memory).",
+    ),
+    (
+        "memcrab_connection_buffer_oom_total",
+        "Requests refused for want of connection buffer memory, by direction (read: stats read_buf_oom, write: response_obj_oom).",
     ),
     (
         "memcrab_get_expired_total",
@@ -277,6 +281,10 @@ const GAUGES: &[(&str, &str)] = &[
     (
         "memcrab_connection_buffer_bytes",
         "Bytes held in connection buffers, outside -m.",
+    ),
+    (
+        "memcrab_connection_buffer_limit_bytes",
+        "The cap on connection buffers beyond their floors (-o read_buf_mem_limit; 0: none).",
     ),
     (
         "memcrab_hash_table_bytes",
@@ -469,6 +477,17 @@ impl Exporter {
             .set(c.read_buffer_bytes.load(Ordering::Relaxed).max(0) as f64);
         gauge!("memcrab_connection_buffer_bytes", "direction" => "write")
             .set(c.write_buffer_bytes.load(Ordering::Relaxed).max(0) as f64);
+        let buffers = &self.ctx.buffers;
+        let limit = buffers.limit();
+        gauge!("memcrab_connection_buffer_limit_bytes").set(if limit == usize::MAX {
+            0.0
+        } else {
+            limit as f64
+        });
+        counter!("memcrab_connection_buffer_oom_total", "direction" => "read")
+            .absolute(load(&buffers.read_oom));
+        counter!("memcrab_connection_buffer_oom_total", "direction" => "write")
+            .absolute(load(&buffers.reply_oom));
         gauge!("memcrab_hash_table_bytes").set(s.index_bytes as f64);
         gauge!("memcrab_threads").set(cfg.threads as f64);
         gauge!("memcrab_draining").set(if draining { 1.0 } else { 0.0 });

@@ -406,7 +406,7 @@ impl Connection {
             let mark = self.out.len();
             let started = env.measure.then(std::time::Instant::now);
             if self.rbuf[0] == BINARY_REQUEST_MAGIC {
-                ctx.counters.reject(Rejected::ForeignProtocol);
+                ctx.counters.reject(Rejected::BinaryRejected);
                 binary_unsupported(&self.rbuf, &mut self.out);
                 return Step::Close(Closed::ProtocolError);
             }

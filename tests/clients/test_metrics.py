@@ -668,7 +668,7 @@ def test_connections_closed_by_reason_and_get_expired(start_server):
 
 ERROR_KINDS = {
     "unknown_command", "bad_command_line", "bad_data_chunk", "line_too_long",
-    "foreign_protocol", "too_large", "out_of_memory",
+    "foreign_protocol", "binary_rejected", "too_large", "out_of_memory",
 }  # fmt: skip
 
 
@@ -705,6 +705,7 @@ def test_protocol_errors_by_kind(start_server):
         (b"set k 0 0 1\r\nxyz\r\n", b"CLIENT_ERROR bad data chunk\r\n", "bad_data_chunk"),
         (b"set k 0 0 2000000\r\n" + b"x" * 2_000_000 + b"\r\n", b"SERVER_ERROR object too large for cache\r\n", "too_large"),
         (b"GET / HTTP/1.1\r\n", b"", "foreign_protocol"),
+        (b"\x80\x0a" + bytes(22), b"\x81\x0a\x00\x00\x00\x00\x00\x81", "binary_rejected"),
         (b"x" * 8192, b"", "line_too_long"),
     ]
     for request, reply, kind in cases:
@@ -725,6 +726,30 @@ def test_protocol_errors_by_kind(start_server):
         pytest.fail("-M never ran out of memory")
     s.close()
     assert protocol_errors(mport)["out_of_memory"] - base["out_of_memory"] >= 1
+
+
+def test_connection_buffer_limit_and_refusals(start_server):
+    # A 1 MiB cap: a client that reads nothing while its get names a 600 KB value 20 times
+    # fills its socket and then holds a value's worth of the cap, so the next client's get of
+    # it is refused with memcached's message and counted.
+    server, mport = start_with_metrics(start_server, "-o", "read_buf_mem_limit=1")
+    first = scrape(mport)
+    assert first.value("memcrab_connection_buffer_limit_bytes") == 1 << 20
+    for direction in ("read", "write"):
+        assert first.value("memcrab_connection_buffer_oom_total", direction=direction) == 0
+    value = b"v" * 600_000
+    setter = socket.create_connection((HOST, server.port))
+    setter.sendall(b"set big 0 0 %d\r\n%s\r\n" % (len(value), value))
+    assert setter.makefile("rb").readline() == b"STORED\r\n"
+    holder = socket.create_connection((HOST, server.port))
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    holder.sendall(b"get" + b" big" * 20 + b"\r\n")
+    time.sleep(0.5)
+    refused = exchange(server.port, b"get big\r\n")
+    assert refused == b"SERVER_ERROR out of memory writing get response\r\n", refused[:80]
+    assert scrape(mport).value("memcrab_connection_buffer_oom_total", direction="write") >= 1
+    holder.close()
+    setter.close()
 
 
 def test_get_expired_total_follows_stats(start_server):

@@ -71,6 +71,8 @@ pub enum Rejected {
     LineTooLong,
     /// An HTTP request line: the connection is closed.
     ForeignProtocol,
+    /// A binary-protocol request: answered "Unknown command", the connection is closed.
+    BinaryRejected,
     /// `SERVER_ERROR object too large for cache`.
     TooLarge,
     /// `SERVER_ERROR out of memory ...`.
@@ -78,12 +80,13 @@ pub enum Rejected {
 }
 
 impl Rejected {
-    pub const ALL: [Rejected; 7] = [
+    pub const ALL: [Rejected; 8] = [
         Rejected::UnknownCommand,
         Rejected::BadCommandLine,
         Rejected::BadDataChunk,
         Rejected::LineTooLong,
         Rejected::ForeignProtocol,
+        Rejected::BinaryRejected,
         Rejected::TooLarge,
         Rejected::OutOfMemory,
     ];
@@ -96,6 +99,7 @@ impl Rejected {
             Rejected::BadDataChunk => "bad_data_chunk",
             Rejected::LineTooLong => "line_too_long",
             Rejected::ForeignProtocol => "foreign_protocol",
+            Rejected::BinaryRejected => "binary_rejected",
             Rejected::TooLarge => "too_large",
             Rejected::OutOfMemory => "out_of_memory",
         }

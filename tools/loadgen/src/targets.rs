@@ -1,0 +1,207 @@
+//! Targets, judged from the medians of a run.
+
+use crate::report::{Results, fmt_num, is_rate, medians};
+use crate::workload::{FILL_SIZES, Kind, THROUGHPUT_WORKLOADS, size_label};
+
+fn geomean(v: &[f64]) -> f64 {
+    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
+}
+
+/// Prints the targets with met / missed and the measured value.
+pub fn print_targets(results: &Results, rate: u64) {
+    let mut rows: Vec<(String, String, Option<bool>)> = Vec::new();
+    let ratio = |m: [f64; 2]| m[0] / m[1];
+    let per_wl = |is: &dyn Fn(&str) -> bool| -> Vec<(&str, f64)> {
+        THROUGHPUT_WORKLOADS
+            .iter()
+            .filter_map(|w| medians(results, w, is).map(|m| (*w, ratio(m))))
+            .collect()
+    };
+    let list = |v: &[(&str, f64)]| {
+        v.iter()
+            .map(|(w, r)| format!("{w} {r:.2}x"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rates = per_wl(&is_rate);
+    let all = rates.len() == THROUGHPUT_WORKLOADS.len();
+    if !rates.is_empty() {
+        let g = geomean(&rates.iter().map(|x| x.1).collect::<Vec<_>>());
+        rows.push((
+            format!(
+                "requests/s, geometric mean over {} ≥ 1.25x",
+                THROUGHPUT_WORKLOADS.join(", ")
+            ),
+            format!("{g:.3}x ({})", list(&rates)),
+            all.then_some(g >= 1.25),
+        ));
+        let (w, lo) = rates
+            .iter()
+            .copied()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("not empty");
+        rows.push((
+            "requests/s, no throughput workload below 1.0x".into(),
+            format!("lowest {lo:.3}x ({w})"),
+            all.then_some(lo >= 1.0),
+        ));
+    }
+    if let Some(m) = medians(results, "get-set-pipe16", is_rate) {
+        rows.push((
+            "requests/s, pipelined get-set-pipe16 ≥ 2x".into(),
+            format!("{:.3}x", ratio(m)),
+            Some(ratio(m) >= 2.0),
+        ));
+    }
+    let cpu = per_wl(&|n: &str| n.starts_with("server CPU per"));
+    if !cpu.is_empty() {
+        let g = geomean(&cpu.iter().map(|x| x.1).collect::<Vec<_>>());
+        let (w, hi) = cpu
+            .iter()
+            .copied()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("not empty");
+        rows.push((
+            "server CPU per request ≤ 0.8x (every throughput workload)".into(),
+            format!(
+                "geometric mean {g:.3}x; highest {hi:.3}x ({w}); {}",
+                list(&cpu)
+            ),
+            all.then_some(hi <= 0.8),
+        ));
+    }
+    if let Some(m) = medians(results, "get-set-rate", |n| n.starts_with("p99 latency")) {
+        rows.push((
+            format!(
+                "p99 latency at the same offered load ({} req/s, get-set-rate) ≤ 1.0x",
+                fmt_num(rate as f64)
+            ),
+            format!(
+                "{:.3}x ({} against {} us)",
+                ratio(m),
+                fmt_num(m[0]),
+                fmt_num(m[1])
+            ),
+            Some(m[0] <= m[1]),
+        ));
+    }
+    let fill = |wl: &str, want: f64, rows: &mut Vec<(String, String, Option<bool>)>| {
+        let items = medians(results, wl, |n| n == "items retained");
+        let rss = medians(results, wl, |n| n == "RSS after fill (MiB)");
+        if let (Some(i), Some(r)) = (items, rss) {
+            rows.push((
+                format!("{wl}: items retained ≥ {want}x with RSS ≤ memcached's"),
+                format!(
+                    "{:.3}x items ({} against {}), RSS {:.3}x ({:.1} against {:.1} MiB)",
+                    ratio(i),
+                    fmt_num(i[0]),
+                    fmt_num(i[1]),
+                    ratio(r),
+                    r[0],
+                    r[1]
+                ),
+                Some(ratio(i) >= want && r[0] <= r[1]),
+            ));
+        }
+    };
+    fill("fill-mixed", 1.25, &mut rows);
+    fill("fill-tiny", 2.0, &mut rows);
+    let sizes: Vec<(usize, [f64; 2], Option<[f64; 2]>)> = FILL_SIZES
+        .iter()
+        .filter_map(|&v| {
+            let label = size_label(v);
+            let items = medians(results, "fill-sizes", |n| {
+                n == format!("items retained, {label}")
+            })?;
+            let rss = medians(results, "fill-sizes", |n| {
+                n == format!("RSS after fill (MiB), {label}")
+            });
+            Some((v, items, rss))
+        })
+        .collect();
+    if sizes.len() == FILL_SIZES.len() {
+        let fewer: Vec<String> = sizes
+            .iter()
+            .filter(|(_, i, _)| i[0] < i[1])
+            .map(|(v, i, _)| format!("{} {:.3}x", size_label(*v), ratio(*i)))
+            .collect();
+        let higher_rss: Vec<String> = sizes
+            .iter()
+            .filter_map(|(v, _, r)| {
+                let r = (*r)?;
+                (r[0] > r[1]).then(|| format!("{} {:.3}x", size_label(*v), ratio(r)))
+            })
+            .collect();
+        let all: Vec<String> = sizes
+            .iter()
+            .map(|(v, i, _)| format!("{} {:.3}x", size_label(*v), ratio(*i)))
+            .collect();
+        rows.push((
+            "fill-sizes: never fewer items than memcached, 10 B..512 KiB, RSS no higher".into(),
+            format!(
+                "{}; fewer at: {}; RSS higher at: {}",
+                all.join(", "),
+                if fewer.is_empty() {
+                    "none".into()
+                } else {
+                    fewer.join(", ")
+                },
+                if higher_rss.is_empty() {
+                    "none".into()
+                } else {
+                    higher_rss.join(", ")
+                }
+            ),
+            Some(fewer.is_empty() && higher_rss.is_empty()),
+        ));
+    }
+    let idle_conns = results
+        .iter()
+        .find_map(|(w, _)| match w.kind {
+            Kind::Idle { conns } => Some(conns),
+            _ => None,
+        })
+        .unwrap_or(0);
+    if let Some(m) = medians(results, "idle-5000", |n| n.starts_with("RSS with")) {
+        let per = medians(results, "idle-5000", |n| n == "RSS per idle conn (KiB)");
+        rows.push((
+            format!(
+                "RSS with {} idle connections ≤ memcached's",
+                fmt_num(idle_conns as f64)
+            ),
+            format!(
+                "{:.3}x ({:.1} against {:.1} MiB{})",
+                ratio(m),
+                m[0],
+                m[1],
+                per.map(|p| format!("; {:.2} against {:.2} KiB per connection", p[0], p[1]))
+                    .unwrap_or_default()
+            ),
+            Some(m[0] <= m[1]),
+        ));
+    }
+    if let Some(m) = medians(results, "zipf-cache-aside", |n| {
+        n == "hit ratio, measured (%)"
+    }) {
+        let pp = m[0] - m[1];
+        rows.push((
+            "zipf cache-aside hit ratio ≥ memcached's + 2 percentage points".into(),
+            format!("{:.2}% against {:.2}%: {pp:+.2} pp", m[0], m[1]),
+            Some(pp >= 2.0),
+        ));
+    }
+    if rows.is_empty() {
+        return;
+    }
+    println!();
+    println!("==== targets (from the medians above) ====");
+    println!();
+    for (what, value, ok) in rows {
+        let verdict = match ok {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "(partial run)",
+        };
+        println!("  [{verdict}] {what}: {value}");
+    }
+}

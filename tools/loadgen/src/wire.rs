@@ -1,0 +1,219 @@
+//! Wire: a buffered connection with a small, strict reply reader.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::Res;
+
+/// How long one read or write may wait before the run is declared hung.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub buf: Vec<u8>,
+    pub start: usize,
+    pub end: usize,
+    pub key: Vec<u8>,
+}
+
+pub fn show(bytes: &[u8]) -> String {
+    let cut = &bytes[..bytes.len().min(120)];
+    format!("{:?}", String::from_utf8_lossy(cut))
+}
+
+impl Conn {
+    pub async fn connect(port: u16) -> Res<Conn> {
+        let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
+            .await
+            .map_err(|_| format!("connect to 127.0.0.1:{port} timed out"))?
+            .map_err(|e| format!("connect to 127.0.0.1:{port}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        Ok(Conn {
+            stream,
+            buf: vec![0; 64 * 1024],
+            start: 0,
+            end: 0,
+            key: Vec::with_capacity(256),
+        })
+    }
+
+    pub async fn send(&mut self, data: &[u8]) -> Res<()> {
+        tokio::time::timeout(IO_TIMEOUT, self.stream.write_all(data))
+            .await
+            .map_err(|_| format!("write blocked for {IO_TIMEOUT:?} (server not reading)"))?
+            .map_err(|e| format!("write: {e}"))
+    }
+
+    /// Reads more bytes into the buffer; compacts or grows it first when needed.
+    pub async fn fill(&mut self) -> Res<()> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 && self.buf.len() - self.end < 16 * 1024 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < 16 * 1024 {
+            let len = self.buf.len() * 2;
+            self.buf.resize(len, 0);
+        }
+        let read = self.stream.read(&mut self.buf[self.end..]);
+        let n = tokio::time::timeout(IO_TIMEOUT, read)
+            .await
+            .map_err(|_| {
+                format!(
+                    "no reply within {IO_TIMEOUT:?}; unparsed bytes so far: {}",
+                    show(&self.buf[self.start..self.end])
+                )
+            })?
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "server closed the connection; unparsed bytes: {}",
+                show(&self.buf[self.start..self.end])
+            ));
+        }
+        self.end += n;
+        Ok(())
+    }
+
+    /// The next reply line, without its `\r\n`, as a range of `buf` valid until the next read.
+    pub async fn line(&mut self) -> Res<(usize, usize)> {
+        let mut scanned = 0; // bytes after `start` known to hold no '\n'
+        loop {
+            let from = self.start + scanned;
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[from..self.end]) {
+                let nl = from + i;
+                if nl == self.start || self.buf[nl - 1] != b'\r' {
+                    return Err(format!(
+                        "reply line not ended by \\r\\n: {}",
+                        show(&self.buf[self.start..=nl])
+                    ));
+                }
+                let range = (self.start, nl - 1);
+                self.start = nl + 1;
+                return Ok(range);
+            }
+            scanned = self.end - self.start;
+            if scanned > 1 << 20 {
+                return Err("reply line longer than 1 MiB".into());
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// A data block of `n` bytes and its `\r\n`, as a range valid until the next read.
+    pub async fn block(&mut self, n: usize) -> Res<(usize, usize)> {
+        while self.end - self.start < n + 2 {
+            self.fill().await?;
+        }
+        let (a, b) = (self.start, self.start + n);
+        if &self.buf[b..b + 2] != b"\r\n" {
+            return Err(format!(
+                "data block of {n} bytes not followed by \\r\\n: {}",
+                show(&self.buf[b..(b + 40).min(self.end)])
+            ));
+        }
+        self.start = b + 2;
+        Ok((a, b))
+    }
+
+    /// Reads one line and checks it is `want`.
+    pub async fn expect(&mut self, want: &[u8]) -> Res<()> {
+        let (a, b) = self.line().await?;
+        if &self.buf[a..b] != want {
+            return Err(format!(
+                "expected {}, got {}",
+                show(want),
+                show(&self.buf[a..b])
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads a `get` reply: `VALUE <key> <flags> <bytes> [<cas>]\r\n<data>\r\n` blocks, then
+    /// `END\r\n`. Calls `each(key, data)` per block; returns how many blocks there were.
+    pub async fn values(
+        &mut self,
+        max: usize,
+        mut each: impl FnMut(&[u8], &[u8]) -> Res<()>,
+    ) -> Res<usize> {
+        let mut count = 0;
+        while count <= max {
+            let (a, b) = self.line().await?;
+            let line = &self.buf[a..b];
+            if line == b"END" {
+                return Ok(count);
+            }
+            let parsed = line.strip_prefix(b"VALUE ").and_then(|rest| {
+                let mut parts = rest.split(|&c| c == b' ');
+                let key = parts.next()?;
+                let _flags = std::str::from_utf8(parts.next()?)
+                    .ok()?
+                    .parse::<u32>()
+                    .ok()?;
+                let bytes = std::str::from_utf8(parts.next()?)
+                    .ok()?
+                    .parse::<usize>()
+                    .ok()?;
+                Some((key, bytes))
+            });
+            let Some((key, bytes)) = parsed else {
+                return Err(format!("expected VALUE or END, got {}", show(line)));
+            };
+            self.key.clear();
+            self.key.extend_from_slice(key);
+            let (da, db) = self.block(bytes).await?;
+            each(&self.key, &self.buf[da..db])?;
+            count += 1;
+        }
+        Err(format!("more than {max} VALUE blocks in one get reply"))
+    }
+
+    /// `stats`: every `STAT name value` line up to `END`.
+    pub async fn stats(&mut self) -> Res<Vec<(String, String)>> {
+        self.send(b"stats\r\n").await?;
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            let (a, b) = self.line().await?;
+            let line = String::from_utf8_lossy(&self.buf[a..b]).into_owned();
+            if line == "END" {
+                return Ok(out);
+            }
+            let mut parts = line.splitn(3, ' ');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("STAT"), Some(name), Some(value)) => {
+                    out.push((name.to_string(), value.to_string()))
+                }
+                _ => {
+                    return Err(format!(
+                        "unexpected line in stats reply: {}",
+                        show(line.as_bytes())
+                    ));
+                }
+            }
+        }
+        Err("stats reply longer than 1000 lines".into())
+    }
+}
+
+pub fn stat_u64(stats: &[(String, String)], name: &str) -> Res<u64> {
+    stats
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .ok_or_else(|| format!("no numeric {name} in stats"))
+}
+
+pub fn push_set(req: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    req.extend_from_slice(b"set ");
+    req.extend_from_slice(key);
+    req.extend_from_slice(b" 0 0 ");
+    req.extend_from_slice(itoa::Buffer::new().format(value.len()).as_bytes());
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(value);
+    req.extend_from_slice(b"\r\n");
+}

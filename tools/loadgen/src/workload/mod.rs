@@ -1,0 +1,334 @@
+//! Workloads and their results.
+
+pub mod fill;
+pub mod idle;
+pub mod throughput;
+pub mod zipf;
+
+use std::time::Duration;
+
+use crate::options::Opts;
+use crate::report::{Results, fmt_num, is_rate, medians};
+
+/// Requests per pipelined batch in the fill and preload phases.
+pub const FILL_BATCH: usize = 100;
+
+#[derive(Clone, Debug)]
+pub enum Kind {
+    /// Write `items` distinct items of random key and value lengths (one connection, batches
+    /// of [`FILL_BATCH`] sets, each reply read), then multi-get every written key back.
+    Fill {
+        items: usize,
+        key_len: (usize, usize),
+        value_len: (usize, usize),
+    },
+    /// Timed load from `--conns` connections over `keys` preloaded items: closed loop, or with
+    /// `rate` > 0 paced to `rate` requests/s in all (the same offered load for both servers).
+    Throughput {
+        keys: u64,
+        value_len: usize,
+        mode: Mode,
+        rate: u64,
+        duration: Duration,
+    },
+    /// [`Kind::Fill`] with 20-40 B keys once per value size `(value_len, items)`, each size on
+    /// a fresh server.
+    FillSizes { sizes: Vec<(usize, usize)> },
+    /// Cache-aside clients over `keys` keys drawn by zipf(`theta`): `get`, and on a miss `set`
+    /// the key's value (length in `value_len`, derived from the key). `warmup` then `measured`
+    /// gets in all, split evenly over the `--conns` connections.
+    Zipf {
+        keys: u64,
+        theta: f64,
+        value_len: (usize, usize),
+        warmup: u64,
+        measured: u64,
+    },
+    /// `conns` idle connections; the server's RSS before and after.
+    Idle { conns: usize },
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Mode {
+    /// `get_pct`% get, the rest set, `depth` requests written at once then `depth` replies
+    /// read (depth 1: one request in flight per connection).
+    Mixed { get_pct: u64, depth: usize },
+    /// One `get` naming `keys` random keys per request.
+    Multiget { keys: usize },
+}
+
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub name: &'static str,
+    pub mem_mb: usize,
+    pub threads: usize,
+    /// More server options, the same for both servers.
+    pub extra: &'static [&'static str],
+    pub kind: Kind,
+}
+
+impl Workload {
+    pub fn describe(&self, opts: &Opts) -> String {
+        let mut server = format!("-m {} -t {}", self.mem_mb, self.threads);
+        for a in self.extra {
+            server.push(' ');
+            server.push_str(a);
+        }
+        match &self.kind {
+            Kind::Fill {
+                items,
+                key_len,
+                value_len,
+            } => format!(
+                "{server}; {items} sets of {}-{} B keys and {}-{} B random printable values \
+                 (uniform lengths, fixed seed), 1 connection, batches of {FILL_BATCH} sets with \
+                 replies; then get every key back in {FILL_BATCH}-key multigets",
+                key_len.0, key_len.1, value_len.0, value_len.1
+            ),
+            Kind::FillSizes { sizes } => {
+                let list: Vec<String> = sizes
+                    .iter()
+                    .map(|(v, n)| format!("{} x {n}", size_label(*v)))
+                    .collect();
+                format!(
+                    "{server}; per value size, on a fresh server: sets of 20-40 B keys and \
+                     values of that size (~3x what fits), 1 connection, batches of \
+                     {FILL_BATCH} with replies, then every key read back; sizes x sets: {}",
+                    list.join(", ")
+                )
+            }
+            Kind::Zipf {
+                keys,
+                theta,
+                value_len,
+                warmup,
+                measured,
+            } => format!(
+                "{server}; cache-aside over {keys} keys drawn by zipf({theta}) (fixed seed, one \
+                 sequence per connection, the same for both servers): get, and on a miss set \
+                 the key's {}-{} B value (length derived from the key); {} connections, one \
+                 request in flight each; {warmup} gets of warm-up, then {measured} gets measured",
+                value_len.0, value_len.1, opts.conns
+            ),
+            Kind::Idle { conns } => format!(
+                "{server}; open {conns} connections and leave them idle; VmRSS before, with \
+                 them open, and after one `version` on each"
+            ),
+            Kind::Throughput {
+                keys,
+                value_len,
+                mode,
+                rate,
+                duration,
+            } => {
+                let what = match mode {
+                    Mode::Mixed { get_pct, depth: 1 } => format!(
+                        "{get_pct}% get / {}% set, one request in flight per connection",
+                        100 - get_pct
+                    ),
+                    Mode::Mixed { get_pct, depth } => format!(
+                        "{get_pct}% get / {}% set, pipelined: {depth} requests per write, then \
+                         {depth} replies read",
+                        100 - get_pct
+                    ),
+                    Mode::Multiget { keys } => {
+                        format!("{keys}-key multiget, one request in flight per connection")
+                    }
+                };
+                let paced = if *rate > 0 {
+                    format!(
+                        "; paced: {} requests/s offered in all (each connection on its own \
+                         schedule), latency from the actual send",
+                        fmt_num(*rate as f64)
+                    )
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{server}; {keys} keys preloaded with {value_len} B values; {} connections \
+                     on a 2-thread tokio client for {:.1} s; {what}{paced}",
+                    opts.conns,
+                    duration.as_secs_f64()
+                )
+            }
+        }
+    }
+}
+
+/// Value sizes of fill-sizes.
+pub const FILL_SIZES: [usize; 6] = [10, 100, 1024, 10 * 1024, 100 * 1024, 512 * 1024];
+
+/// The closed-loop throughput workloads, whose requests/s and CPU per request the targets
+/// compare.
+pub const THROUGHPUT_WORKLOADS: [&str; 5] = [
+    "get-set",
+    "get-set-pipe16",
+    "multiget-10",
+    "value-4k",
+    "set-heavy",
+];
+
+pub fn size_label(v: usize) -> String {
+    if v >= 1024 && v.is_multiple_of(1024) {
+        format!("{} KiB", v / 1024)
+    } else {
+        format!("{v} B")
+    }
+}
+
+pub fn workloads(opts: &Opts) -> Vec<Workload> {
+    let fill_mem = (opts.mem_mb / opts.fill_divisor).max(1);
+    let fill = |name, items: usize, key_len, value_len| Workload {
+        name,
+        mem_mb: fill_mem,
+        threads: opts.fill_threads,
+        extra: &[],
+        kind: Kind::Fill {
+            items: ((items as f64 * opts.items_scale) as usize / opts.fill_divisor).max(1),
+            key_len,
+            value_len,
+        },
+    };
+    // The workloads added later run for half of --duration in the quick run, which keeps it
+    // near 25 s.
+    let short = if opts.quick { 0.5 } else { 1.0 };
+    let load = |name, keys, value_len, mode, rate, scale: f64| Workload {
+        name,
+        mem_mb: opts.mem_mb,
+        threads: opts.threads,
+        extra: &[],
+        kind: Kind::Throughput {
+            keys,
+            value_len,
+            mode,
+            rate,
+            duration: opts.duration.mul_f64(scale),
+        },
+    };
+    let mixed = |get_pct, depth| Mode::Mixed { get_pct, depth };
+    // fill-sizes: ~3x what fits in -m, assuming ~80 B of key and overhead per item; the
+    // quick run writes half of that (1.5x, still overflowing) at half the quick -m.
+    let sizes_mem = if opts.quick { fill_mem / 2 } else { fill_mem }.max(2);
+    let sizes = FILL_SIZES
+        .iter()
+        .map(|&v| {
+            let fits = sizes_mem as f64 * 1048576.0 / (v + 80) as f64;
+            let times = if opts.quick { 1.5 } else { 3.0 };
+            (v, ((fits * times * opts.items_scale) as usize).max(8))
+        })
+        .collect();
+    // zipf: ten times the keys that fit (~300 B values: ~220k items in 64 MiB); the quick run
+    // at a quarter of the quick -m.
+    let zipf_mem = if opts.quick { fill_mem / 4 } else { fill_mem }.max(2);
+    let zipf_keys = 2_200_000 * zipf_mem as u64 / 64;
+    let (warmup, measured) = if opts.quick {
+        (zipf_keys / 4, zipf_keys / 4)
+    } else {
+        (
+            1_000_000 * zipf_mem as u64 / 64,
+            1_000_000 * zipf_mem as u64 / 64,
+        )
+    };
+    vec![
+        fill("fill-mixed", 800_000, (20, 40), (50, 300)),
+        fill("fill-tiny", 3_000_000, (10, 10), (10, 10)),
+        Workload {
+            name: "fill-sizes",
+            mem_mb: sizes_mem,
+            threads: opts.fill_threads,
+            extra: &["-I", "1m"],
+            kind: Kind::FillSizes { sizes },
+        },
+        load("get-set", 100_000, 100, mixed(90, 1), 0, 1.0),
+        load("get-set-pipe16", 100_000, 100, mixed(90, 16), 0, 1.0),
+        load(
+            "multiget-10",
+            100_000,
+            100,
+            Mode::Multiget { keys: 10 },
+            0,
+            1.0,
+        ),
+        // 8,000 x 4 KiB = 32 MiB: fits in -m 64 on both.
+        load(
+            "value-4k",
+            8_000 * opts.mem_mb as u64 / 64,
+            4096,
+            mixed(90, 1),
+            0,
+            short,
+        ),
+        load("set-heavy", 100_000, 100, mixed(10, 1), 0, short),
+        load("get-set-rate", 100_000, 100, mixed(90, 1), opts.rate, short),
+        Workload {
+            name: "zipf-cache-aside",
+            mem_mb: zipf_mem,
+            threads: opts.threads,
+            extra: &[],
+            kind: Kind::Zipf {
+                keys: zipf_keys,
+                theta: 0.99,
+                value_len: (200, 400),
+                warmup,
+                measured,
+            },
+        },
+        Workload {
+            name: "idle-5000",
+            mem_mb: opts.mem_mb,
+            threads: opts.threads,
+            extra: &["-c", "6000"],
+            kind: Kind::Idle {
+                conns: if opts.quick { 1000 } else { 5000 },
+            },
+        },
+    ]
+}
+
+/// Offered load of get-set-rate, requests/s in all, when neither `--rate` nor a get-set run
+/// in the same invocation gives one: well under what either server does closed-loop on the
+/// 2-core machine (50-140k, depending on the machine), so that both keep up.
+pub const PACED_RATE: u64 = 25_000;
+
+/// The offered load for get-set-rate: `--rate`, else half of the slower server's median
+/// closed-loop get-set rate in this run (so that neither is saturated on any machine), in
+/// thousands, else [`PACED_RATE`].
+pub fn paced_rate(opts: &Opts, results: &Results) -> u64 {
+    if opts.rate > 0 {
+        return opts.rate;
+    }
+    match medians(results, "get-set", is_rate) {
+        Some(m) => ((m[0].min(m[1]) / 2.0 / 1000.0).floor() as u64).max(1) * 1000,
+        None => PACED_RATE,
+    }
+}
+
+/// The offered load get-set-rate ran at, if it ran.
+pub fn ran_rate(results: &Results) -> Option<u64> {
+    results.iter().find_map(|(w, _)| match w.kind {
+        Kind::Throughput { rate, .. } if w.name == "get-set-rate" => Some(rate),
+        _ => None,
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Better {
+    Higher,
+    Lower,
+    Neither,
+}
+
+#[derive(Clone, Debug)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    pub better: Better,
+}
+
+pub fn metric(name: impl Into<String>, value: f64, better: Better) -> Metric {
+    Metric {
+        name: name.into(),
+        value,
+        better,
+    }
+}

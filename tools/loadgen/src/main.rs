@@ -47,7 +47,8 @@ use workload::throughput::{ThroughputRun, run_throughput};
 use workload::zipf::{ZipfRun, run_zipf};
 use workload::{Better, Kind, Metric, Workload, metric, paced_rate, ran_rate, workloads};
 
-pub type Res<T> = Result<T, String>;
+/// Every fallible step reports what failed, in words, for the run's FAILED line.
+type Res<T> = Result<T, String>;
 
 fn run_once(
     rt: &tokio::runtime::Runtime,

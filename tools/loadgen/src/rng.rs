@@ -1,4 +1,5 @@
-//! PRNG: splitmix64, no external crate; the seed and the alphabets of every generated key and value.
+//! PRNG: splitmix64, no external crate; the seed and the alphabets of every generated key
+//! and value.
 
 /// Seed of every generated key, length and value: runs are repeatable.
 pub const SEED: u64 = 0x6d65_6d63_7261_6221;

@@ -84,6 +84,51 @@ impl BufferBudget {
     }
 }
 
+/// Reply buffers larger than the floor, kept per worker thread between requests: a value of
+/// 100 KiB would otherwise cost a fresh mapping, its page faults and an `munmap` per `get`
+/// (allocations this large are mappings of their own, see `main`'s allocator tuning). At
+/// most [`SPARE_BYTES`] a thread; not charged to the budget (ARCHITECTURE.md counts it per
+/// thread).
+pub mod spare {
+    use std::cell::RefCell;
+
+    use super::REPLY_FLOOR;
+
+    /// Bytes of spare reply buffers kept per thread.
+    pub const SPARE_BYTES: usize = 2 << 20;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// The smallest spare buffer of at least `min` bytes, if one is kept.
+    pub fn take(min: usize) -> Option<Vec<u8>> {
+        SPARE.with(|s| {
+            let mut spare = s.borrow_mut();
+            let best = (0..spare.len())
+                .filter(|&i| spare[i].capacity() >= min)
+                .min_by_key(|&i| spare[i].capacity())?;
+            Some(spare.swap_remove(best))
+        })
+    }
+
+    /// Keeps `buf` for a later reply if it is larger than the floor and fits the thread's
+    /// allowance; frees it otherwise.
+    pub fn give(mut buf: Vec<u8>) {
+        if buf.capacity() <= REPLY_FLOOR {
+            return;
+        }
+        buf.clear();
+        SPARE.with(|s| {
+            let mut spare = s.borrow_mut();
+            let kept: usize = spare.iter().map(Vec::capacity).sum();
+            if kept + buf.capacity() <= SPARE_BYTES {
+                spare.push(buf);
+            }
+        });
+    }
+}
+
 /// The answer to "may this reply grow by n bytes?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
@@ -127,9 +172,15 @@ impl Room<'_> {
         // Grow as a Vec would (doubling), but never past what the stream needs, so that
         // the capacity charged stays close to what is used.
         let target = want.max(out.capacity().saturating_mul(2).min(STREAM_CAP));
-        let excess = target.saturating_sub(REPLY_FLOOR);
-        let extra = excess.saturating_sub(*self.charged);
+        let kept = spare::take(target);
+        let capacity = kept.as_ref().map_or(target, Vec::capacity);
+        let extra = capacity
+            .saturating_sub(REPLY_FLOOR)
+            .saturating_sub(*self.charged);
         if !self.budget.try_charge(extra) {
+            if let Some(kept) = kept {
+                spare::give(kept);
+            }
             self.budget.reply_oom.fetch_add(1, Ordering::Relaxed);
             return if out.len() > self.sent {
                 Admit::Pause
@@ -138,7 +189,13 @@ impl Room<'_> {
             };
         }
         *self.charged += extra;
-        out.reserve_exact(target - out.len());
+        match kept {
+            Some(mut kept) => {
+                kept.extend_from_slice(out);
+                *out = kept;
+            }
+            None => out.reserve_exact(target - out.len()),
+        }
         Admit::Fits
     }
 }

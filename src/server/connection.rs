@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use bytes::{Buf, BufMut, BytesMut};
 
 use crate::command::latency::{CommandClass, LocalLatency};
-use crate::command::reply::{REPLY_FLOOR, STREAM_CAP};
+use crate::command::reply::{REPLY_FLOOR, STREAM_CAP, spare};
 use crate::command::{
     Closed, ConnInfo, Context, Outcome, Progress, Rejected, Resume, Room, conn_state as state, line,
 };
@@ -71,11 +71,15 @@ mod buffers {
 
     /// Buffers kept per worker thread.
     const POOL: usize = 64;
-    /// A buffer grown past this for one large value is freed rather than kept.
+    /// A buffer grown past this for one large value goes to the large pool.
     const KEEP_CAPACITY: usize = 64 * 1024;
+    /// Bytes of large buffers (grown for a big value or a long line) kept per thread, so a
+    /// big `set` does not cost a fresh mapping and its page faults each time.
+    pub(in crate::server) const LARGE_BYTES: usize = 2 << 20;
 
     thread_local! {
         static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+        static LARGE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
     }
 
     pub(super) fn take() -> BytesMut {
@@ -83,9 +87,33 @@ mod buffers {
             .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
     }
 
+    /// The smallest kept large buffer of at least `min` bytes, if any.
+    pub(super) fn take_large(min: usize) -> Option<BytesMut> {
+        LARGE.with(|l| {
+            let mut large = l.borrow_mut();
+            let best = (0..large.len())
+                .filter(|&i| large[i].capacity() >= min)
+                .min_by_key(|&i| large[i].capacity())?;
+            Some(large.swap_remove(best))
+        })
+    }
+
     pub(super) fn give(mut buf: BytesMut) {
         buf.clear();
-        if buf.capacity() < READ_CHUNK || buf.capacity() > KEEP_CAPACITY {
+        // Requests consumed from the front leave the view's start past the allocation's:
+        // move it back, so the whole allocation counts (nothing to copy, it is empty).
+        let _ = buf.try_reclaim(buf.capacity() + 1);
+        if buf.capacity() < READ_CHUNK {
+            return;
+        }
+        if buf.capacity() > KEEP_CAPACITY {
+            LARGE.with(|l| {
+                let mut large = l.borrow_mut();
+                let kept: usize = large.iter().map(BytesMut::capacity).sum();
+                if kept + buf.capacity() <= LARGE_BYTES {
+                    large.push(buf);
+                }
+            });
             return;
         }
         FREE.with(|f| {
@@ -278,14 +306,23 @@ impl Connection {
             // Growing for one long request: the budget must have room for the new buffer
             // (a doubling, as `reserve` does) beyond what this connection holds already.
             let target = (self.rbuf.len() + READ_CHUNK).max(self.rbuf.capacity() * 2);
-            let extra = target
+            let kept = buffers::take_large(target);
+            let capacity = kept.as_ref().map_or(target, BytesMut::capacity);
+            let extra = capacity
                 .saturating_sub(READ_FLOOR)
                 .saturating_sub(self.read_charged);
             if !ctx.buffers.try_charge(extra) {
+                if let Some(kept) = kept {
+                    buffers::give(kept);
+                }
                 ctx.buffers.read_oom.fetch_add(1, Ordering::Relaxed);
                 return Err(ReadError::OutOfMemory);
             }
             self.read_charged += extra;
+            if let Some(mut kept) = kept {
+                kept.extend_from_slice(&self.rbuf);
+                buffers::give(std::mem::replace(&mut self.rbuf, kept));
+            }
         }
         self.rbuf.reserve(READ_CHUNK);
         let spare = self.rbuf.spare_capacity_mut();
@@ -364,7 +401,7 @@ impl Connection {
         }
         // Replies held back while a refused value is skipped stay.
         if self.out.is_empty() && self.out.capacity() > 0 {
-            self.out = Vec::new();
+            spare::give(std::mem::take(&mut self.out));
         }
     }
 

@@ -111,7 +111,7 @@ def item_size(value):
 
 
 def memory_bound(args):
-    """ARCHITECTURE.md's bound on RSS: M + B + C x 48 KiB + C x 0.4 KiB + T x 1 MiB + 24 MiB,
+    """ARCHITECTURE.md's bound on RSS: M + B + C x 48 KiB + C x 0.4 KiB + T x 5 MiB + 24 MiB,
     with every connection busy."""
     m = int(flag(args, "-m", "--memory-limit") or 64) * MiB
     conns = int(flag(args, "-c", "--conn-limit") or 1024)
@@ -119,7 +119,7 @@ def memory_bound(args):
     item_max = item_size(flag(args, "-I", "--max-item-size") or "1m")
     cap = extended(args, "read_buf_mem_limit")
     buffers = int(cap) * MiB if cap is not None else max(32 * MiB, m // 8, 4 * item_max)
-    return m + buffers + conns * (48 * KiB + 410) + threads * MiB + 24 * MiB
+    return m + buffers + conns * (48 * KiB + 410) + threads * 5 * MiB + 24 * MiB
 
 
 def memcrab_containers(docs):

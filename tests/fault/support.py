@@ -58,18 +58,18 @@ def rss_bound(m_mb, b_mb, busy_conns, threads, conns=None):
     connection-buffer cap of ``b_mb`` MiB, ``busy_conns`` busy connections (``conns`` in
     all, the busy ones if not given) and ``threads`` worker threads:
 
-    RSS <= M + B + busy x 48 KiB + connections x 0.4 KiB + threads x 1 MiB + 24 MiB
+    RSS <= M + B + busy x 48 KiB + connections x 0.4 KiB + threads x 5 MiB + 24 MiB
 
     (48 KiB: a busy connection's floors, 32 KiB read + 16 KiB reply; 0.4 KiB: any
-    connection's state; 1 MiB: a worker's pool of free read buffers; 24 MiB: code,
-    runtime, stacks.)
+    connection's state; 5 MiB: a worker's free buffers, 1 MiB of small read buffers and
+    2 MiB each of large read and reply buffers; 24 MiB: code, runtime, stacks.)
     """
     conns = busy_conns if conns is None else conns
     return int(
         (m_mb + b_mb) * MiB
         + busy_conns * 48 * KiB
         + conns * 0.4 * KiB
-        + threads * MiB
+        + threads * 5 * MiB
         + 24 * MiB
     )
 

@@ -89,7 +89,6 @@ impl Context {
             recache: f.recache,
             no_bump: f.no_bump,
             new_cas: f.new_cas,
-            key_binary: f.base64,
             steps: steps(f, b"TNRt"),
         };
         let hit = self.store.read(&m.key, &opts, |it| {
@@ -164,7 +163,12 @@ impl Context {
                 .filter(|_| matches!(mode, Mode::Append | Mode::Prepend)),
             key_binary: f.base64,
         };
-        let (code, cas) = match self.store.write(&write) {
+        let result = self.store.write(&write);
+        if matches!(result, Ok((r, _)) if r != StoreResult::Stored) && f.new_cas.is_none() {
+            // memcached takes a CAS value for the write whether it stores or not.
+            self.store.take_cas();
+        }
+        let (code, cas) = match result {
             Ok((StoreResult::Stored, cas)) => ("HD", cas),
             Ok((StoreResult::NotStored, _)) => ("NS", 0),
             Ok((StoreResult::Exists, _)) => ("EX", 0),
@@ -188,8 +192,12 @@ impl Context {
                     }
                     b'k' => key_flag(out, &m.key, f.base64),
                     b'c' => flag(out, b'c', cas),
-                    b's' if stored => {
-                        let size = self.store.get_size(&m.key).unwrap_or(m.value.len());
+                    // The stored size (after an append), else the size sent.
+                    b's' => {
+                        let size = stored
+                            .then(|| self.store.get_size(&m.key))
+                            .flatten()
+                            .unwrap_or(m.value.len());
                         flag(out, b's', size);
                     }
                     _ => {}

@@ -297,10 +297,14 @@ impl Context {
                 ..
             } => {
                 self.detail(key, dump::DetailOp::Set);
-                let reply = match self
+                let result = self
                     .store
-                    .store(engine_mode(mode), key, value, flags, exptime)
-                {
+                    .store(engine_mode(mode), key, value, flags, exptime);
+                if matches!(result, Ok((r, _)) if r != StoreResult::Stored) {
+                    // memcached takes a CAS value for the write whether it stores or not.
+                    self.store.take_cas();
+                }
+                let reply = match result {
                     Ok((StoreResult::Stored, _)) => "STORED",
                     Ok((StoreResult::NotStored, _)) => "NOT_STORED",
                     Ok((StoreResult::Exists, _)) => "EXISTS",

@@ -11,8 +11,7 @@
 use std::borrow::Cow;
 
 use base64::Engine;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::{DecodePaddingMode, general_purpose};
+use base64::engine::general_purpose;
 
 use super::ascii::{token_i32, token_u32, token_u64};
 use super::{Limits, MAX_KEY_LEN, Parsed, ProtocolError, Request};
@@ -26,11 +25,50 @@ const MAX_TOKENS: usize = 23;
 /// memcached refuses data lengths above `INT_MAX - 2`.
 const MAX_DATA_LEN: i32 = i32::MAX - 2;
 
-/// Standard alphabet; padding optional on input, written on output.
-const BASE64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
+/// memcached's base64 decoder (its base64.c): bytes outside the alphabet are skipped, the
+/// others (`=` too) must come in fours, and decoding stops after the first block with
+/// padding. `None` when that gives no byte.
+pub(crate) fn decode_key(src: &[u8]) -> Option<Vec<u8>> {
+    fn value(b: u8) -> Option<u8> {
+        match b {
+            b'A'..=b'Z' => Some(b - b'A'),
+            b'a'..=b'z' => Some(b - b'a' + 26),
+            b'0'..=b'9' => Some(b - b'0' + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            b'=' => Some(0),
+            _ => None,
+        }
+    }
+    let count = src.iter().filter(|&&b| value(b).is_some()).count();
+    if count == 0 || count % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(count / 4 * 3);
+    let (mut block, mut n, mut pad) = ([0u8; 4], 0, 0);
+    for &b in src {
+        let Some(v) = value(b) else { continue };
+        pad += usize::from(b == b'=');
+        block[n] = v;
+        n += 1;
+        if n == 4 {
+            out.extend_from_slice(&[
+                block[0] << 2 | block[1] >> 4,
+                block[1] << 4 | block[2] >> 2,
+                block[2] << 6 | block[3],
+            ]);
+            n = 0;
+            if pad > 0 {
+                if pad > 2 {
+                    return None;
+                }
+                out.truncate(out.len() - pad);
+                break;
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
 
 /// Encodes a binary key for `k` in a reply.
 pub fn encode_key(key: &[u8]) -> String {
@@ -194,9 +232,9 @@ fn parse_debug<'a>(tokens: &[&'a [u8]], consumed: usize) -> Parsed<'a> {
     let mut flags = MetaFlags::default();
     let key = if tokens.len() >= 4 && tokens[2] == b"b" {
         flags.base64 = true;
-        match BASE64.decode(tokens[1]) {
-            Ok(k) if !k.is_empty() => Cow::Owned(k),
-            _ => return fail(ProtocolError::BadCommandLine, consumed, 0),
+        match decode_key(tokens[1]) {
+            Some(k) => Cow::Owned(k),
+            None => return fail(ProtocolError::BadCommandLine, consumed, 0),
         }
     } else {
         Cow::Borrowed(tokens[1])
@@ -353,9 +391,9 @@ fn preparse<'a>(tokens: &[&'a [u8]], count: usize) -> Result<Preparsed<'a>, Prot
         match flag {
             b'b' => {
                 f.base64 = true;
-                match BASE64.decode(&key[..]) {
-                    Ok(decoded) if !decoded.is_empty() => key = Cow::Owned(decoded),
-                    _ => bad(ProtocolError::KeyDecode),
+                match decode_key(&key) {
+                    Some(decoded) => key = Cow::Owned(decoded),
+                    None => bad(ProtocolError::KeyDecode),
                 }
             }
             b'N' | b'T' | b'R' => {

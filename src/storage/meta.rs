@@ -21,8 +21,6 @@ pub struct Read {
     pub no_bump: bool,
     /// CAS for an item this read creates (meta `E`).
     pub new_cas: Option<u64>,
-    /// A vivified item's key was given in base64.
-    pub key_binary: bool,
     /// A meta read, which hands out win tokens (`W`) for stale items and recaches; the
     /// classic `get`/`gat`/`touch` leave them for the next meta read, as in memcached.
     pub tokens: bool,
@@ -151,6 +149,13 @@ fn ttl_of(exptime: u32, now: u32) -> i64 {
 }
 
 impl Store {
+    /// Takes a CAS value and drops it: memcached 1.6.45 takes one for every write it
+    /// attempts, stored or not (`NOT_STORED`, `EXISTS`, `NOT_FOUND`), so the CAS values of
+    /// later writes match memcached's.
+    pub fn take_cas(&self) {
+        self.new_cas();
+    }
+
     /// Applies `steps` (the flags `T`, `N`, `R`, `t` in request order) to an item whose
     /// exptime is `exptime` and which this request may have `created`.
     #[allow(clippy::too_many_arguments)]
@@ -218,7 +223,9 @@ impl Store {
                         exptime: 0,
                         atime: ctx.now,
                         cas: opts.new_cas.unwrap_or_else(|| self.new_cas()),
-                        bits: if opts.key_binary { KEY_BINARY } else { 0 },
+                        // Not marked binary: memcached's vivified item is not either, so
+                        // its `k` is the decoded key.
+                        bits: 0,
                     };
                     shard.insert(&ctx, hash, &new).ok()
                 });
@@ -313,7 +320,7 @@ impl Store {
             return DeleteResult::Deleted;
         }
         // `x` replaces the item with an empty one: new client flags and TTL (none unless
-        // `T`), the old CAS unless `E`, not fetched; `I` then marks it stale with a new CAS.
+        // `T`), the old CAS unless `E`; `I` then marks it stale with a new CAS.
         let cas = match opts.new_cas {
             Some(cas) => cas,
             None if opts.invalidate => self.new_cas(),
@@ -322,7 +329,9 @@ impl Store {
         let mut bits = it.bits();
         let mut exptime = it.exptime();
         if opts.drop_value {
-            bits &= KEY_BINARY;
+            // memcached's empty item is a new one: not fetched, not stale, and not marked
+            // binary (its `k` is the decoded key).
+            bits = 0;
             exptime = self.time.deadline(opts.touch.unwrap_or(0));
         }
         if opts.invalidate {
@@ -450,7 +459,9 @@ impl Store {
         };
         let mut digits = itoa::Buffer::new();
         let text = digits.format(value).as_bytes();
-        let cas = opts.new_cas.unwrap_or_else(|| self.new_cas());
+        // memcached takes a CAS value for the change even when `E` gives the one to keep.
+        let fresh = self.new_cas();
+        let cas = opts.new_cas.unwrap_or(fresh);
         let done = DeltaOutcome {
             result: DeltaResult::Value(value),
             cas: self.visible_cas(cas),

@@ -1465,3 +1465,67 @@ fn flag_errors_report_the_message_memcached_picks() {
         }
     });
 }
+
+/// memcached 1.6.45 takes a CAS value for every write it attempts, stored or not, and for
+/// an arithmetic change whose CAS `E` gives; so the next write's CAS value is higher.
+#[test]
+fn refused_writes_take_a_cas_value() {
+    for_each_target(&[], |srv, c| {
+        if srv.legacy() {
+            return;
+        }
+        c.roundtrip(&ms("a", b"1", ""), b"HD\r\n");
+        let first = cas_of(c, "a");
+        c.table(&[
+            (b"add a 0 0 1\r\n2\r\n", b"NOT_STORED\r\n"),
+            (b"cas a 0 0 1 999999\r\n3\r\n", b"EXISTS\r\n"),
+            (b"replace nope 0 0 1\r\n4\r\n", b"NOT_STORED\r\n"),
+            (b"ms a 1 ME\r\n5\r\n", b"NS\r\n"),
+            (b"ms a 1 ME E9\r\n5\r\n", b"NS\r\n"),
+        ]);
+        c.roundtrip(
+            &ms("b", b"6", "c"),
+            format!("HD c{}\r\n", first + 5).as_bytes(),
+        );
+        c.roundtrip(b"ma b E77 c\r\n", b"HD c77\r\n");
+        c.roundtrip(
+            &ms("b", b"7", "c"),
+            format!("HD c{}\r\n", first + 7).as_bytes(),
+        );
+    });
+}
+
+/// ms's `s` reports the size sent when nothing was stored.
+#[test]
+fn ms_s_flag_on_a_refused_write() {
+    for_each_target(&[], |srv, c| {
+        if srv.legacy() {
+            return;
+        }
+        c.roundtrip(&ms("a", b"1", ""), b"HD\r\n");
+        c.roundtrip(&ms("a", b"22", "ME s c"), b"NS s2 c0\r\n");
+        c.roundtrip(&ms("nope", b"333", "MR s"), b"NS s3\r\n");
+    });
+}
+
+/// Base64 keys are decoded as memcached's decoder does: bytes outside the alphabet are
+/// skipped, the rest must come in fours. Items that mg N or md x make from a base64 key are
+/// not marked binary, so their `k` is the decoded key, as in memcached.
+#[test]
+fn base64_keys_decode_as_memcached_decodes_them() {
+    for_each_target(&[], |srv, c| {
+        if srv.legacy() {
+            return;
+        }
+        c.table(&[
+            (b"ms Zm9v 3 b\r\nbar\r\n", b"HD\r\n"),
+            (b"mg YQ b v\r\n", b"CLIENT_ERROR error decoding key\r\n"),
+            (b"mg Zm9v= b v\r\n", b"CLIENT_ERROR error decoding key\r\n"),
+            (b"mg Zm9v!! b k v\r\n", b"VA 3 kZm9v b\r\nbar\r\n"),
+            (b"mg YmF6 b N0 k\r\n", b"HD kbaz W\r\n"),
+            (b"mg baz k\r\n", b"HD kbaz Z\r\n"),
+            (b"md Zm9v b x\r\n", b"HD\r\n"),
+            (b"mg foo k v\r\n", b"VA 0 kfoo\r\n\r\n"),
+        ]);
+    });
+}

@@ -4,7 +4,8 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Context, Rejected, line};
+use super::reply::{Admit, Room};
+use super::{Context, Progress, Rejected, line};
 use crate::protocol::meta::encode_key;
 use crate::protocol::{Meta, MetaCommand, MetaFlags};
 use crate::storage::{
@@ -64,22 +65,36 @@ fn nominal(out: &mut Vec<u8>, quiet: bool, write: impl FnOnce(&mut Vec<u8>)) {
     }
 }
 
+/// The longest `VA <bytes>` line without its key: every return flag with its largest value.
+const META_LINE_MAX: usize = 256;
+
 impl Context {
-    pub(super) fn meta(&self, m: &Meta<'_>, out: &mut Vec<u8>) {
+    pub(super) fn meta(&self, m: &Meta<'_>, out: &mut Vec<u8>, room: &mut Room<'_>) -> Progress {
+        if m.command == MetaCommand::Get && m.flags.value && room.unsent(out) > 0 {
+            // Replies are waiting: make room for the value before the read, whose effects
+            // (a win token, a touch, the fetched bit) must not happen twice if it has to
+            // wait for them to drain.
+            if let Some(len) = self.store.get_size(&m.key)
+                && room.admit(out, META_LINE_MAX + m.key.len() * 2 + len) != Admit::Fits
+            {
+                return Progress::Paused;
+            }
+        }
         if m.command != MetaCommand::Noop {
             self.counters.meta_cmds.fetch_add(1, Ordering::Relaxed);
         }
         match m.command {
-            MetaCommand::Get => self.meta_get(m, out),
+            MetaCommand::Get => self.meta_get(m, out, room),
             MetaCommand::Set => self.meta_set(m, out),
             MetaCommand::Delete => self.meta_delete(m, out),
             MetaCommand::Arithmetic => self.meta_arithmetic(m, out),
             MetaCommand::Debug => self.meta_debug(m, out),
             MetaCommand::Noop => line(out, "MN"),
         }
+        Progress::DONE
     }
 
-    fn meta_get(&self, m: &Meta<'_>, out: &mut Vec<u8>) {
+    fn meta_get(&self, m: &Meta<'_>, out: &mut Vec<u8>, room: &mut Room<'_>) {
         let f = &m.flags;
         let opts = Read {
             is_get: f.ttl.is_none(),
@@ -91,9 +106,17 @@ impl Context {
             new_cas: f.new_cas,
             steps: steps(f, b"TNRt"),
         };
+        let mut refused = false;
         let hit = self.store.read(&m.key, &opts, |it| {
             // `C`: a matching CAS means the client's copy is current; drop the value.
             let send_value = f.value && f.compare_cas != Some(it.cas);
+            // Nothing is waiting (or the room was made above: a pause here would only be
+            // a value that grew since, written all the same).
+            let need = META_LINE_MAX + it.key.len() * 2 + it.value.len();
+            if send_value && room.admit(out, need) == Admit::Refuse {
+                refused = true;
+                return;
+            }
             if send_value {
                 out.extend_from_slice(b"VA ");
                 out.extend_from_slice(itoa::Buffer::new().format(it.value.len()).as_bytes());
@@ -131,6 +154,10 @@ impl Context {
                 out.extend_from_slice(b"\r\n");
             }
         });
+        if refused {
+            line(out, super::GET_OUT_OF_MEMORY);
+            return;
+        }
         if hit.is_none() {
             nominal(out, f.quiet, |out| {
                 out.extend_from_slice(b"EN");

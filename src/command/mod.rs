@@ -282,7 +282,7 @@ impl Context {
         resume: &mut Resume,
     ) -> Progress {
         match *req {
-            Request::Meta(ref m) => self.meta(m, out),
+            Request::Meta(ref m) => return self.meta(m, out, room),
             Request::Get {
                 keys,
                 with_cas,

@@ -27,8 +27,8 @@ elif ! command -v memcached >/dev/null; then
     echo "NOTE: memcached is not installed: the wire tests run against memcrab only" >&2
 fi
 
-cargo test --release
-# The real-client tests run the binary `cargo test --release` just built, wherever the
+cargo test --release --workspace
+# The real-client tests run the binary `cargo test` just built, wherever the
 # target directory is.
 target_dir=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')

@@ -79,6 +79,11 @@ impl Context {
         }
     }
 
+    /// Prefixes `stats detail dump` would list.
+    pub(super) fn detail_len(&self) -> usize {
+        self.detail.lock().prefixes.len()
+    }
+
     /// `stats detail on|off|dump`.
     pub(super) fn stats_detail(&self, arg: &[u8], out: &mut Vec<u8>) {
         if !self.config.dump_enabled {

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
+use super::reply::Admit;
 use super::{Context, PROTOCOL_VERSION, Progress, Resume, Room, line, stat};
 use crate::config::Binding;
 use crate::storage::StoreStats;
@@ -96,6 +97,14 @@ pub fn active_classes(s: &StoreStats) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
+/// Upper bounds of reply sizes, to ask the reply budget before writing: one connection's
+/// lines of `stats conns`, one class's lines of `stats items`/`slabs`/`sizes`, one prefix of
+/// `stats detail dump`, and any other `stats` page.
+const CONN_STATS_BYTES: usize = 256;
+const CLASS_STATS_BYTES: usize = 2048;
+const DETAIL_LINE_BYTES: usize = 320;
+const STATS_BYTES: usize = 8192;
+
 /// Items `stats sizes` counts per shard lock hold.
 const SIZES_SLICE_ITEMS: usize = 4096;
 
@@ -110,6 +119,24 @@ impl Context {
     ) -> Progress {
         let mut words = args.split(|&b| b == b' ').filter(|w| !w.is_empty());
         let sub = words.next().unwrap_or(b"");
+        // Room for the whole reply first (dumps stream and ask as they go): `stats conns`
+        // grows with the connections, and every connection may ask at once.
+        let estimate = match sub {
+            b"conns" => self.conns.lock().len() * CONN_STATS_BYTES,
+            b"items" | b"slabs" => self.store.classes().len() * CLASS_STATS_BYTES,
+            // One line per 32-byte size that items have.
+            b"sizes" if self.config.track_sizes => self.store.config().item_size_max / 32 * 24,
+            b"detail" => self.detail_len() * DETAIL_LINE_BYTES,
+            _ => STATS_BYTES,
+        };
+        match room.admit(out, estimate) {
+            Admit::Fits => {}
+            Admit::Pause => return Progress::Paused,
+            Admit::Refuse => {
+                line(out, "SERVER_ERROR out of memory writing stats");
+                return Progress::DONE;
+            }
+        }
         match sub {
             b"" => self.stats_general(out),
             b"reset" => {
@@ -463,5 +490,52 @@ impl Context {
             let idle = now.saturating_sub(c.last_cmd.load(Ordering::Relaxed));
             stat(out, &format!("{fd}:secs_since_last_cmd"), idle);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::command::BufferBudget;
+    use crate::config::Config;
+    use crate::protocol::Request;
+    use crate::storage::{ManualClock, Store};
+
+    fn stats(ctx: &Context, args: &[u8], budget: &BufferBudget, sent: usize) -> Vec<u8> {
+        let me = ConnInfo::new(5, "tcp:127.0.0.1:2".into(), None, 0);
+        let mut out = vec![b'x'; sent];
+        let mut charged = 0;
+        let mut room = Room {
+            budget,
+            charged: &mut charged,
+            sent,
+        };
+        let req = Request::Stats { args };
+        let progress = ctx.execute(&req, &me, &mut out, &mut room, &mut Resume::Start);
+        assert_eq!(progress, Progress::DONE);
+        out.split_off(sent)
+    }
+
+    #[test]
+    fn a_stats_reply_that_finds_no_memory_is_refused_with_memcacheds_message() {
+        let config = Config::default();
+        let store = Arc::new(Store::new(config.store.clone(), ManualClock::new(1)));
+        let ctx = Context::new(store, config);
+        for fd in 0..200 {
+            let addr = format!("tcp:127.0.0.1:{fd}");
+            ctx.register(Arc::new(ConnInfo::new(fd, addr, None, 0)));
+        }
+        let roomy = BufferBudget::new(usize::MAX);
+        assert!(stats(&ctx, b"conns", &roomy, 0).starts_with(b"STAT 0:addr"));
+        // 200 connections' lines do not fit the reply floor, and the budget is spent.
+        let spent = BufferBudget::new(0);
+        assert_eq!(
+            stats(&ctx, b"conns", &spent, 0),
+            b"SERVER_ERROR out of memory writing stats\r\n"
+        );
+        // A small page fits the floor all the same.
+        assert!(stats(&ctx, b"", &spent, 0).starts_with(b"STAT pid "));
     }
 }

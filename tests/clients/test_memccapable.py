@@ -2,8 +2,12 @@
 
 ``memccapable -a`` runs the 27 ASCII checks below (libmemcached-awesome 1.1.4)
 and flushes the server it is pointed at, so it gets a server of its own.
-All 27 pass against memcached 1.6.18, so none is excluded; a check that
-failed there would be listed in KNOWN_MEMCACHED_FAILURES and run apart.
+All 27 pass against memcached 1.6.18. Two fail against memcached 1.6.45, the
+release memcrab answers as: "ascii delete" and "ascii delete noreply" send
+``delete`` without a key and ``delete a b c d e`` and expect ``ERROR`` for
+both, where 1.6.45 answers ``CLIENT_ERROR bad command line format`` and
+ignores the extra tokens (docs/compatibility.md). They are listed in
+KNOWN_MEMCACHED_FAILURES; every other check must pass.
 
 memccapable prints each check's name and ``[pass]`` on stdout but ``[FAIL]``
 and the error on stderr, so a check counts as passed only when its own stdout
@@ -27,8 +31,8 @@ ASCII_CHECKS = [
     "ascii prepend", "ascii prepend noreply", "ascii stat",
 ]  # fmt: skip
 
-# Checks that fail against memcached 1.6.18 itself: none.
-KNOWN_MEMCACHED_FAILURES = []
+# Checks that fail against memcached 1.6.45 itself (see the module's docstring).
+KNOWN_MEMCACHED_FAILURES = ["ascii delete", "ascii delete noreply"]
 
 IO_TIMEOUT = 2  # memccapable -t: seconds per IO operation
 RUN_TIMEOUT = 120  # the whole run; about 1 s per check against a silent server
@@ -56,20 +60,15 @@ def check_passed(name, stdout):
 
 
 def test_memccapable_ascii(server):
-    checks = [c for c in ASCII_CHECKS if c not in KNOWN_MEMCACHED_FAILURES]
-    if KNOWN_MEMCACHED_FAILURES:
-        # run the expected-good checks one by one (-T), naming each
-        results = [run_memccapable(server, "-a", "-T", name) for name in checks]
-        returncode = max(r.returncode for r in results)
-        stdout = "".join(r.stdout for r in results)
-        stderr = "".join(r.stderr for r in results)
-    else:
-        result = run_memccapable(server, "-a")
-        returncode, stdout, stderr = result.returncode, result.stdout, result.stderr
-
+    # One run of every check: run alone, "ascii quit" fails against any server.
+    result = run_memccapable(server, "-a")
+    stdout, stderr = result.stdout, result.stderr
     output = f"stdout:\n{stdout}\nstderr:\n{stderr}"
+    checks = [c for c in ASCII_CHECKS if c not in KNOWN_MEMCACHED_FAILURES]
     failed = [c for c in checks if not check_passed(c, stdout)]
     assert not failed, f"memccapable checks not passed: {failed}\n{output}"
-    assert "[FAIL]" not in stdout + stderr, output
-    assert returncode == 0, output
+    known = [c for c in KNOWN_MEMCACHED_FAILURES if not check_passed(c, stdout)]
+    if not known:
+        assert "[FAIL]" not in stdout + stderr, output
+        assert result.returncode == 0, output
     assert server.is_running()

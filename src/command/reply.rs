@@ -87,7 +87,7 @@ impl BufferBudget {
 /// Reply buffers larger than the floor, kept per worker thread between requests: a value of
 /// 100 KiB would otherwise cost a fresh mapping, its page faults and an `munmap` per `get`
 /// (allocations this large are mappings of their own, see `main`'s allocator tuning). At
-/// most [`SPARE_BYTES`] a thread; not charged to the budget (ARCHITECTURE.md counts it per
+/// most `SPARE_BYTES` a thread; not charged to the budget (ARCHITECTURE.md counts it per
 /// thread).
 pub mod spare {
     use std::cell::RefCell;

@@ -3,7 +3,7 @@
 //! `main` binds the listeners first and hands them to [`run`] with a shutdown future (as
 //! mini-redis does), so tests can bind port 0 and know the address before the server runs.
 //! The accept loops and the metrics endpoint run on a small tokio runtime; client
-//! connections are served by `-t` worker threads, each with its own poller ([`worker`]).
+//! connections are served by `-t` worker threads, each with its own poller (`worker`).
 
 mod connection;
 pub mod http;

@@ -24,7 +24,7 @@ pub struct Read {
     /// A meta read, which hands out win tokens (`W`) for stale items and recaches; the
     /// classic `get`/`gat`/`touch` leave them for the next meta read, as in memcached.
     pub tokens: bool,
-    /// The meta flags `T`, `N`, `R` and `t` in request order (see [`Steps`]).
+    /// The meta flags `T`, `N`, `R` and `t` in request order (see `Steps`).
     pub steps: Steps,
 }
 

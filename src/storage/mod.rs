@@ -4,7 +4,7 @@
 //! [`Store`] hashes the key once, picks a shard from bits 32.. of the hash (the index takes
 //! its groups from the low 32 bits and a mix of all 64, and its tag from the top 8, so
 //! neither loses entropy inside a shard), takes that shard's `parking_lot::Mutex` and calls
-//! a [`Shard`] method. One shard lock at a time, never held across an `.await` (there are
+//! a `Shard` method. One shard lock at a time, never held across an `.await` (there are
 //! none here); the pool's free list
 //! is the only lock taken under it. See docs/locking.md.
 

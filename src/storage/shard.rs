@@ -2,11 +2,13 @@
 //! packed into, and the items too large for a segment. Every method here runs under the
 //! shard's lock (the caller holds `&mut Shard`), so nothing in this file synchronises.
 //!
-//! Eviction is FIFO over segments with reinsertion (a CLOCK over segments): when the shard
-//! needs room and the budget is spent, its oldest segment is compacted in place. Items that
-//! were read since they last survived (frequency > 0) are kept, with their frequency lowered,
-//! up to [`KEEP_MAX`] of the segment; expired, flushed and cold items are dropped. The
-//! compacted segment becomes the new write head. See ARCHITECTURE.md for why.
+//! Eviction is S3-FIFO over segments: new items go to the probation queue (`small`, about
+//! [`SMALL_SHARE`] tenths of the segments); when the shard needs room and the budget is spent,
+//! the oldest probation segment is compacted in place, its items read meanwhile promoted to
+//! the main queue (`fifo`) and the rest evicted; once probation is small enough, the oldest
+//! main segment gets a CLOCK pass instead (read items stay, one read less to their credit, up
+//! to [`KEEP_MAX`] of the segment). Expired and flushed items go in every pass, and a segment
+//! that is mostly garbage is only collected. See ARCHITECTURE.md for why.
 
 use std::collections::VecDeque;
 

@@ -322,6 +322,7 @@ impl Server {
 
     /// Sends `sig` to the server process (by its PID).
     pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) takes plain integers; the result is checked.
         let rc = unsafe { libc::kill(self.pid() as libc::pid_t, sig) };
         assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid());
     }

@@ -123,7 +123,7 @@ impl Server {
         Ok(process_cpu_split(&format!("/proc/{}/stat", self.pid))?.0)
     }
 
-    /// Resident set size in MiB, from VmRSS in /proc/<pid>/status.
+    /// Resident set size in MiB, from VmRSS in `/proc/<pid>/status`.
     pub fn rss_mib(&self) -> Res<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .map_err(|e| format!("reading /proc/{}/status: {e}", self.pid))?;

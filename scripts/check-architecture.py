@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Checks that every file and folder ARCHITECTURE.md's module list names exists, and that
+every Rust source file under src/ (but unit tests' tests.rs) is named there, so the map and the tree cannot drift
+apart unnoticed. Exit status 1 with the differences, 0 when they agree."""
+import pathlib
+import re
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def listed():
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    block = text.split("## Modules", 1)[1].split("```", 2)[1]
+    paths, folder = [], None
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        name = line.split()[0]
+        if not re.fullmatch(r"[\w./-]+", name) or ("/" not in name and "." not in name):
+            continue  # a continuation line of a description
+        if line.startswith("  ") and folder:
+            paths.append(folder + name)
+        elif not line.startswith(" "):
+            folder = name if name.endswith("/") else None
+            paths.append(name)
+    return paths
+
+
+def main():
+    paths = listed()
+    missing = [p for p in paths if not (ROOT / p).exists()]
+    named = {p for p in paths if p.endswith(".rs")}
+    unnamed = [
+        f.relative_to(ROOT).as_posix()
+        for f in sorted((ROOT / "src").rglob("*.rs"))
+        if f.name != "tests.rs" and f.relative_to(ROOT).as_posix() not in named
+    ]
+    for p in missing:
+        print(f"ARCHITECTURE.md names {p}, which does not exist")
+    for p in unnamed:
+        print(f"{p} is not in ARCHITECTURE.md's module list")
+    sys.exit(1 if missing or unnamed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -436,7 +436,7 @@ impl Store {
         let Some(current) = parse_counter(it.value()) else {
             return Ok(miss(DeltaResult::NonNumeric));
         };
-        let (value_len, flags, bits) = (it.value_len(), it.flags(), it.bits());
+        let (value_len, flags) = (it.value_len(), it.flags());
         let walked = self.walk(
             opts.steps,
             it.exptime(),
@@ -485,7 +485,8 @@ impl Store {
             exptime,
             atime: ctx.now,
             cas,
-            bits: bits & (FETCHED | KEY_BINARY),
+            // A new item, as memcached's: not fetched, and not marked binary.
+            bits: 0,
         };
         match shard.insert(&ctx, hash, &new) {
             Ok(_) => Ok(done),

@@ -1529,3 +1529,22 @@ fn base64_keys_decode_as_memcached_decodes_them() {
         ]);
     });
 }
+
+/// An incr whose number grows replaces the item with a new one, as memcached's does: not
+/// fetched (`h0`).
+#[test]
+fn a_growing_incr_makes_a_new_unfetched_item() {
+    for_each_target(&[], |srv, c| {
+        if srv.legacy() {
+            return;
+        }
+        c.table(&[
+            (b"set k 0 0 1\r\n9\r\n", b"STORED\r\n"),
+            (b"get k\r\n", b"VALUE k 0 1\r\n9\r\nEND\r\n"),
+            (b"incr k 1\r\n", b"10\r\n"),
+            (b"mg k h v\r\n", b"VA 2 h0\r\n10\r\n"),
+            (b"incr k 1\r\n", b"11\r\n"),
+            (b"mg k h\r\n", b"HD h1\r\n"),
+        ]);
+    });
+}

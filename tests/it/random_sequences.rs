@@ -10,27 +10,30 @@
 //!
 //! It leaves out what docs/compatibility.md lists as differences, and what depends on
 //! timing: `me` (item sizes), a `get` with a 251-byte key (memcached adds an empty line),
-//! an immediate `flush_all` (memcrab takes a CAS value for it), an over-long opaque on `ms`
-//! (memcached takes a CAS value for it) and on an `mg` with `T` or `N` or on `ma` (memcached
-//! applies them before refusing), `t` in a request whose `T` or `N` is negative (memcached
-//! prints a wrapped number), `md ... x` with a base64 key (memcached forgets the key is
-//! binary), arithmetic that makes a number shorter (`decr`, `ma` in a decrement mode, a
-//! wrapping `incr`; values never start with `0`: memcached writes that in place padded with
-//! spaces, or as a new item of the exact length when a response it has not yet released
-//! holds the item), `l` (seconds since the last access) and `R` near the item's TTL. The one
-//! relative TTL it uses is 100000 seconds; `t` values within ten seconds of it are compared
-//! as equal, as the servers' clocks tick at different moments. Commands that stop the server
-//! or close the connection (`quit`, `shutdown` with `-A`, HTTP lines) and commands memcrab
-//! does not implement are not sent.
+//! an immediate `flush_all` (memcrab takes a CAS value for it), a bad data chunk or an
+//! over-long opaque on `ms` (memcached takes a CAS value for it, which the connection's next
+//! classic write then reuses) and on `mg` and `ma` (memcached reads the item, applies the
+//! flags before the `O` and the arithmetic before refusing), `t` in a request whose `T` or `N` is negative
+//! (memcached prints a wrapped number), `ma` with `T` or `E` (memcached loses them when the
+//! number grows), arithmetic that makes a number shorter (`decr`, `ma` in a decrement mode,
+//! a wrapping `incr`; values never start with `0`) and reads of the keys arithmetic works on
+//! (memcached writes the number in place, or as a new item without the old one's padding,
+//! fetched bit, win token and staleness when a reply it has not yet released holds the
+//! item, for a while that depends on timing), `l` (seconds since the last access) and `R` near the item's
+//! TTL. The one relative TTL it uses is 100000 seconds; `t` values within ten seconds of it
+//! are compared as equal, as the servers' clocks tick at different moments. Commands that
+//! stop the server or close the connection (`quit`, `shutdown` with `-A`, HTTP lines) and
+//! commands memcrab does not implement are not sent.
 //!
 //! memcached 1.6.45 hands out CAS values from 2, memcrab from 1 (docs/compatibility.md): one
 //! write to memcrab before the first sequence aligns them. Every sequence ends with an `ms c`
 //! (the CAS value it takes shows any difference in the CAS values taken before) and `mn`
 //! (and has no other), so its replies are complete when `MN` arrives. Skipped (with a note)
 //! when memcached is not installed. `MEMCRAB_RANDOM_SEED=<n>` and
-//! `MEMCRAB_RANDOM_SEQUENCES=<n>` explore beyond the fixed seed CI runs.
+//! `MEMCRAB_RANDOM_SEQUENCES=<n>` explore beyond the fixed seed CI runs;
+//! `MEMCRAB_RANDOM_LOG=<file>` keeps the bytes sent.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::Instant;
 
 use crate::common::*;
@@ -204,8 +207,28 @@ const META_FLAGS: &[&[u8]] = &[
     b"[",
 ];
 
+/// The keys arithmetic works on, and no read: memcached's arithmetic on an item a reply it
+/// has not yet released holds (for an unknown while) makes a new item, without the old
+/// one's padding, fetched bit, win token and staleness.
+const COUNTERS: &[&[u8]] = &[b"n", b"c"];
+
+/// A key to read: any but the counters.
 fn key(r: &mut Rng) -> Vec<u8> {
-    r.pick(KEYS).to_vec()
+    loop {
+        let k = r.pick(KEYS);
+        if !COUNTERS.contains(&k) {
+            return k.to_vec();
+        }
+    }
+}
+
+/// A key for arithmetic: a counter, now and then one the server refuses.
+fn counter(r: &mut Rng) -> Vec<u8> {
+    if r.chance(8) {
+        r.pick(BAD_KEYS).to_vec()
+    } else {
+        r.pick(COUNTERS).to_vec()
+    }
 }
 
 /// A key, now and then one the server refuses.
@@ -289,7 +312,7 @@ fn data(r: &mut Rng, c: &mut Vec<u8>, size: usize, fill: &[u8], bad_end: bool) {
 }
 
 /// Up to `n` meta flags for `cm`, in any order, now and then one twice.
-fn meta_flags(r: &mut Rng, cm: &[u8], n: usize, binary_key: bool) -> Vec<Vec<u8>> {
+fn meta_flags(r: &mut Rng, cm: &[u8], n: usize) -> Vec<Vec<u8>> {
     let mut flags: Vec<Vec<u8>> = Vec::new();
     for _ in 0..n {
         let flag = if !flags.is_empty() && r.chance(4) {
@@ -297,13 +320,13 @@ fn meta_flags(r: &mut Rng, cm: &[u8], n: usize, binary_key: bool) -> Vec<Vec<u8>
         } else {
             r.pick(META_FLAGS).to_vec()
         };
-        // ma never decrements (a shorter number is padded or not depending on timing).
-        if cm == b"ma" && (flag == b"MD" || flag == b"M-") {
+        // ma never decrements (a shorter number is padded or not depending on timing), and
+        // takes no T or E (memcached loses them when the number grows).
+        if cm == b"ma" && (flag == b"MD" || flag == b"M-" || flag[0] == b'T' || flag[0] == b'E') {
             continue;
         }
         flags.push(flag);
     }
-    let has = |flags: &[Vec<u8>], f: u8| flags.iter().any(|t| t.first() == Some(&f));
     // A negative T or N leaves a wrapped `t` in memcached.
     if flags
         .iter()
@@ -311,26 +334,37 @@ fn meta_flags(r: &mut Rng, cm: &[u8], n: usize, binary_key: bool) -> Vec<Vec<u8>
     {
         flags.retain(|t| t != b"t");
     }
-    let long_opaque_refused = match cm {
-        b"ms" | b"ma" => true,
-        b"mg" => has(&flags, b'T') || has(&flags, b'N'),
-        _ => false,
-    };
-    if long_opaque_refused {
+    if cm != b"md" {
         flags.retain(|t| !(t[0] == b'O' && t.len() > 32));
-    }
-    if cm == b"md" && (binary_key || has(&flags, b'b')) {
-        flags.retain(|t| t != b"x");
     }
     flags
 }
 
+/// The key a request names: decoded when it has a `b` flag.
+fn named(key: &[u8], flags: &[Vec<u8>]) -> Vec<u8> {
+    if !flags.iter().any(|f| f == b"b") {
+        return key.to_vec();
+    }
+    match key {
+        b"Zm9v" => b"foo".to_vec(),
+        b"eAF5" => b"x\x01y".to_vec(),
+        _ => key.to_vec(),
+    }
+}
+
 fn meta(r: &mut Rng, cm: &'static [u8]) -> Vec<u8> {
-    let key = any_key(r);
-    let binary_key = key == b"Zm9v" || key == b"eAF5" || key == b"YQ";
-    let mut tokens = vec![cm.to_vec(), key];
+    let key = match cm {
+        b"mg" => key(r),
+        b"ma" => counter(r),
+        _ => any_key(r),
+    };
     let n = r.below(6);
-    let mut flags = meta_flags(r, cm, n, binary_key);
+    let mut flags = meta_flags(r, cm, n);
+    // A base64 key may name a counter too: not to be read.
+    if cm == b"mg" && COUNTERS.contains(&named(&key, &flags).as_slice()) {
+        flags.retain(|f| f != b"b");
+    }
+    let mut tokens = vec![cm.to_vec(), key];
     if r.chance(2) {
         // Past the token limit.
         flags.extend(std::iter::repeat_n(b"k".to_vec(), 19));
@@ -425,11 +459,11 @@ fn command(r: &mut Rng) -> Vec<u8> {
         b"mg" | b"ms" | b"md" | b"ma" => return meta(r, word),
         b"delete" | b"bogus" => (vec![w, any_key(r)], true),
         b"incr" => {
-            let k = any_key(r);
+            let k = counter(r);
             (vec![w, k, r.pick(NUMBERS).to_vec()], true)
         }
         b"decr" => {
-            let k = any_key(r);
+            let k = counter(r);
             (
                 vec![w, k, r.pick(&[b"0", b"+1", b"-1", b"abc"]).to_vec()],
                 true,
@@ -543,6 +577,9 @@ fn random_sequences_get_memcached_s_bytes() {
     });
     let mut r = Rng(seed | 1);
     let sequences = env("MEMCRAB_RANDOM_SEQUENCES").map_or(SEQUENCES, |n| n as usize);
+    // `MEMCRAB_RANDOM_LOG=<file>` keeps every sequence sent, to replay a failure.
+    let mut log = std::env::var_os("MEMCRAB_RANDOM_LOG")
+        .map(|path| std::fs::File::create(path).expect("MEMCRAB_RANDOM_LOG"));
     for n in 0..sequences {
         let mut case = b"set a 0 0 1\r\n5\r\nset b 3 0 3\r\nabc\r\n".to_vec();
         for _ in 0..1 + r.below(MAX_COMMANDS) {
@@ -551,6 +588,9 @@ fn random_sequences_get_memcached_s_bytes() {
         // The CAS value the next write takes shows at once a command that took one too many
         // or too few.
         case.extend_from_slice(b"ms _cas 0 c\r\n\r\nmn\r\n");
+        if let Some(log) = &mut log {
+            log.write_all(&case).expect("MEMCRAB_RANDOM_LOG");
+        }
         let (mine, theirs) = (exchange(&mut a, &case), exchange(&mut b, &case));
         assert!(
             normalize(&mine) == normalize(&theirs),

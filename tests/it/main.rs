@@ -4,8 +4,9 @@
 //! talks raw bytes. Wire tests run against memcrab and memcached 1.6.45, the
 //! release memcrab answers as (the "differential run"): the same request
 //! bytes, the same expected reply bytes. The oracle is found as `common.rs`
-//! says; when only another release is available (Debian's 1.6.18), the cases
-//! where it answers differently branch on `srv.legacy()`. The few places
+//! says; another release (Debian's 1.6.18) is compared with only when named in
+//! `MEMCRAB_IT_TARGETS`, and the cases where it answers differently branch on
+//! `srv.legacy()`. The few places
 //! where memcrab deliberately answers otherwise branch on `srv.is_memcrab()`
 //! and are listed in docs/compatibility.md.
 

@@ -571,6 +571,18 @@ mod tests {
     }
 
     #[test]
+    fn keys_decode_as_memcacheds_base64_does() {
+        assert_eq!(decode_key(b"Zm9v").as_deref(), Some(&b"foo"[..]));
+        assert_eq!(decode_key(b"YQ==").as_deref(), Some(&b"a"[..]));
+        assert_eq!(decode_key(b"Zm9v!!").as_deref(), Some(&b"foo"[..]));
+        assert_eq!(decode_key(b"YWJj\x01ZGVm").as_deref(), Some(&b"abcdef"[..]));
+        assert_eq!(decode_key(b"YQ==Zm9v").as_deref(), Some(&b"a"[..]));
+        for bad in [&b"YQ"[..], b"Zm9v=", b"====", b"A===", b"!!!!", b""] {
+            assert_eq!(decode_key(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn too_large_ms_is_swallowed() {
         match p(b"ms k 2000000 T0\r\n") {
             Parsed::Request(Request::TooLarge { swallow, .. }, _) => assert_eq!(swallow, 2_000_002),

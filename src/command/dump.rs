@@ -230,13 +230,22 @@ impl Context {
                     line(out, &format!("ERROR {what} not allowed"));
                     return Progress::DONE;
                 }
-                let Some(class) = self.crawl_target(words.get(1).copied()) else {
+                let Some(target) = words.get(1).copied() else {
+                    line(out, "ERROR");
+                    return Progress::DONE;
+                };
+                let Some(class) = self.crawl_target(target) else {
                     line(out, "BADCLASS invalid class id");
                     return Progress::DONE;
                 };
+                if matches!(resume, Resume::Start) {
+                    // memcached acknowledges the dump before its lines.
+                    line(out, "OK");
+                }
                 return self.metadump(class, mg, out, room, resume);
             }
-            Some(b"crawl") => match self.crawl_target(words.get(1).copied()) {
+            Some(b"crawl") if words.len() < 2 => line(out, "ERROR"),
+            Some(b"crawl") => match self.crawl_target(words[1]) {
                 Some(_) => {
                     // One pass over every item, in slices: no shard is locked for the
                     // whole walk.
@@ -266,8 +275,8 @@ impl Context {
     }
 
     /// `all`/`hash` (0: every class) or a class id; `None` for anything else.
-    fn crawl_target(&self, arg: Option<&[u8]>) -> Option<usize> {
-        match arg? {
+    fn crawl_target(&self, arg: &[u8]) -> Option<usize> {
+        match arg {
             b"all" | b"hash" => Some(0),
             id => {
                 let id: usize = std::str::from_utf8(id).ok()?.parse().ok()?;
@@ -310,7 +319,7 @@ impl Context {
                 };
                 let _ = writeln!(
                     text,
-                    " exp={exp} la={} cas={} fetch={} cls={} size={} flags={}",
+                    " exp={exp} la={} cas={} fetch={} cls={} size={} flags={} ",
                     time.to_unix(it.atime()),
                     if cas_enabled { it.cas() } else { 0 },
                     if it.bits() & FETCHED != 0 {

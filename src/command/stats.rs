@@ -258,15 +258,16 @@ impl Context {
         for name in [
             "slab_reassign_rescues",
             "slab_reassign_chunk_rescues",
-            "slab_reassign_busy_nomem",
             "slab_reassign_inline_reclaim",
             "slab_reassign_busy_items",
             "slab_reassign_busy_deletes",
-            "slab_reassign_running",
-            "slabs_moved",
+            "slab_reassign_busy_nomem",
         ] {
             stat(out, name, 0);
         }
+        stat(out, "slab_reassign_last_busy_status", "none");
+        stat(out, "slab_reassign_running", 0);
+        stat(out, "slabs_moved", 0);
         stat(out, "lru_crawler_running", 0);
         stat(out, "lru_crawler_starts", load(&c.reaper_runs));
         stat(out, "lru_maintainer_juggles", 0);

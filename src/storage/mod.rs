@@ -32,6 +32,9 @@ pub use slab::SizeClasses;
 use slab::{Pool, SEGMENT_SIZE};
 pub use stats::{ClassStats, StoreStats};
 
+/// The first CAS value, as memcached 1.6.45 gives it.
+const FIRST_CAS: u64 = 2;
+
 /// Where a dump stands between its slices ([`Store::dump_slice`]).
 #[derive(Debug, Default)]
 pub struct DumpCursor {
@@ -221,7 +224,8 @@ impl Store {
             pool: Pool::new(config.limit_bytes),
             classes,
             time: Timebase::new(clock),
-            next_cas: AtomicU64::new(1),
+            // memcached 1.6.45 hands out 2 first (1.6.18: 1).
+            next_cas: AtomicU64::new(FIRST_CAS),
             oldest_live: AtomicU32::new(0),
             config,
         }
@@ -531,12 +535,6 @@ impl Store {
     pub fn flush(&self, delay: i64) {
         let h = |k: &[u8]| self.hash(k);
         let ctx = self.ctx(&h);
-        if delay <= 1 {
-            // memcached takes a CAS id for a flush that is due within the second (items with
-            // older ones are invalid from then on); taking one too keeps the CAS values of
-            // later writes the same as memcached's.
-            self.new_cas();
-        }
         if delay > 0 {
             self.oldest_live
                 .store(self.time.deadline(delay).max(1), Ordering::Relaxed);

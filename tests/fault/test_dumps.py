@@ -72,7 +72,10 @@ def test_dump_of_200k_items_streams(kind, start_server, figures, dump):
     assert len(missing) <= allowed_missing, f"{len(missing)} keys missing, e.g. d{missing[0]}"
     assert rss.growth < 6 * MiB, f"RSS grew {rss.growth / MiB:.1f} MiB during the dump"
     assert not latency["errors"], latency["errors"][:5]
-    assert latency["max"] < 0.050, f"a request took {latency['max'] * 1000:.0f} ms"
+    # The bound is memcrab's promise (its slices hold a shard lock microseconds); memcached's
+    # figure is recorded for comparison (64 ms was seen on a busy machine).
+    if kind == "memcrab":
+        assert latency["max"] < 0.050, f"a request took {latency['max'] * 1000:.0f} ms"
     server.check_healthy()
 
 

@@ -384,7 +384,8 @@ impl Context {
         );
         stat(out, "track_sizes", yes_no(cfg.track_sizes));
         stat(out, "inline_ascii_response", "no");
-        stat(out, "num_napi_ids", "(null)");
+        // 1.6.45 prints 0 (1.6.18: "(null)").
+        stat(out, "num_napi_ids", 0);
         stat(out, "memory_file", "(null)");
         stat(out, "client_flags_size", 4);
     }

@@ -38,7 +38,8 @@ def resolve_binary():
 
 
 def is_memcached(binary):
-    return os.path.basename(binary) == "memcached"
+    # Debian's `memcached` or a build such as `memcached-1.6.45`.
+    return os.path.basename(binary).startswith("memcached")
 
 
 def free_port():

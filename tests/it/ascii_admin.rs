@@ -247,6 +247,7 @@ fn key_dumps_acknowledge_then_list_and_need_a_class() {
             "[{}] {line:?}",
             c.label()
         );
+        // (No `crawl all` here: memcached may still be finishing the dump, and says BUSY.)
         c.table(&[
             (b"lru_crawler metadump\r\n", b"ERROR\r\n"),
             (b"lru_crawler mgdump\r\n", b"ERROR\r\n"),
@@ -255,7 +256,6 @@ fn key_dumps_acknowledge_then_list_and_need_a_class() {
                 b"lru_crawler metadump 99\r\n",
                 b"BADCLASS invalid class id\r\n",
             ),
-            (b"lru_crawler crawl all\r\n", b"OK\r\n"),
         ]);
     });
 }

@@ -70,10 +70,15 @@ const META_LINE_MAX: usize = 256;
 
 impl Context {
     pub(super) fn meta(&self, m: &Meta<'_>, out: &mut Vec<u8>, room: &mut Room<'_>) -> Progress {
-        if m.command == MetaCommand::Get && m.flags.value && room.unsent(out) > 0 {
-            // Replies are waiting: make room for the value before the read, whose effects
-            // (a win token, a touch, the fetched bit) must not happen twice if it has to
-            // wait for them to drain.
+        let most = META_LINE_MAX + m.key.len() * 2 + self.store.config().item_size_max;
+        if m.command == MetaCommand::Get
+            && m.flags.value
+            && room.unsent(out) > 0
+            && !room.surely_fits(most)
+        {
+            // Replies are waiting and the budget is short: make room for the value before
+            // the read, whose effects (a win token, a touch, the fetched bit) must not happen
+            // twice if it has to wait for them to drain.
             if let Some(len) = self.store.get_size(&m.key)
                 && room.admit(out, META_LINE_MAX + m.key.len() * 2 + len) != Admit::Fits
             {

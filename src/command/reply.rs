@@ -103,13 +103,7 @@ pub mod spare {
 
     /// The smallest spare buffer of at least `min` bytes, if one is kept.
     pub fn take(min: usize) -> Option<Vec<u8>> {
-        SPARE.with(|s| {
-            let mut spare = s.borrow_mut();
-            let best = (0..spare.len())
-                .filter(|&i| spare[i].capacity() >= min)
-                .min_by_key(|&i| spare[i].capacity())?;
-            Some(spare.swap_remove(best))
-        })
+        SPARE.with(|s| take_fitting(&mut s.borrow_mut(), min, Vec::capacity))
     }
 
     /// Keeps `buf` for a later reply if it is larger than the floor and fits the thread's
@@ -119,13 +113,23 @@ pub mod spare {
             return;
         }
         buf.clear();
-        SPARE.with(|s| {
-            let mut spare = s.borrow_mut();
-            let kept: usize = spare.iter().map(Vec::capacity).sum();
-            if kept + buf.capacity() <= SPARE_BYTES {
-                spare.push(buf);
-            }
-        });
+        SPARE.with(|s| keep_within(&mut s.borrow_mut(), buf, SPARE_BYTES, Vec::capacity));
+    }
+
+    /// Takes the smallest buffer of a pool with at least `min` bytes of capacity.
+    pub fn take_fitting<T>(pool: &mut Vec<T>, min: usize, cap: fn(&T) -> usize) -> Option<T> {
+        let best = (0..pool.len())
+            .filter(|&i| cap(&pool[i]) >= min)
+            .min_by_key(|&i| cap(&pool[i]))?;
+        Some(pool.swap_remove(best))
+    }
+
+    /// Keeps `buf` in a pool if the pool's capacities stay within `allowance` bytes.
+    pub fn keep_within<T>(pool: &mut Vec<T>, buf: T, allowance: usize, cap: fn(&T) -> usize) {
+        let kept: usize = pool.iter().map(cap).sum();
+        if kept + cap(&buf) <= allowance {
+            pool.push(buf);
+        }
     }
 }
 
@@ -155,6 +159,12 @@ impl Room<'_> {
     /// unsent replies passed [`STREAM_CAP`].
     pub fn must_pause(&self, out: &[u8]) -> bool {
         self.unsent(out) >= STREAM_CAP
+    }
+
+    /// Whether the budget has room for `bytes` more beyond the whole stream cap, so no
+    /// admission of a reply that size can fail now (barring other threads' charges meanwhile).
+    pub fn surely_fits(&self, bytes: usize) -> bool {
+        self.budget.used().saturating_add(STREAM_CAP + bytes) <= self.budget.limit()
     }
 
     /// Reply bytes not yet handed to the socket.
@@ -204,16 +214,20 @@ impl Room<'_> {
 mod tests {
     use super::*;
 
+    fn room<'a>(budget: &'a BufferBudget, charged: &'a mut usize) -> Room<'a> {
+        Room {
+            budget,
+            charged,
+            sent: 0,
+        }
+    }
+
     #[test]
     fn the_floor_is_free_and_growth_beyond_it_is_charged() {
         let budget = BufferBudget::new(1 << 20);
         let mut charged = 0;
         let mut out = Vec::new();
-        let mut room = Room {
-            budget: &budget,
-            charged: &mut charged,
-            sent: 0,
-        };
+        let mut room = room(&budget, &mut charged);
         assert_eq!(room.admit(&mut out, 1000), Admit::Fits);
         assert_eq!(budget.used(), 0);
         out.resize(1000, 0);
@@ -227,11 +241,7 @@ mod tests {
         let budget = BufferBudget::new(10_000);
         let mut charged = 0;
         let mut out = Vec::new();
-        let mut room = Room {
-            budget: &budget,
-            charged: &mut charged,
-            sent: 0,
-        };
+        let mut room = room(&budget, &mut charged);
         assert_eq!(room.admit(&mut out, 100_000), Admit::Refuse);
         out.extend_from_slice(b"VALUE a 0 1\r\na\r\n");
         assert_eq!(room.admit(&mut out, 100_000), Admit::Pause);
@@ -244,11 +254,7 @@ mod tests {
         let budget = BufferBudget::new(usize::MAX);
         let mut charged = 0;
         let out = vec![0; STREAM_CAP];
-        let room = Room {
-            budget: &budget,
-            charged: &mut charged,
-            sent: 0,
-        };
+        let room = room(&budget, &mut charged);
         assert!(room.must_pause(&out));
         let room = Room { sent: 1, ..room };
         assert!(!room.must_pause(&out));

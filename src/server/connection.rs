@@ -68,6 +68,7 @@ mod buffers {
     use bytes::BytesMut;
 
     use super::READ_CHUNK;
+    use crate::command::reply::spare;
 
     /// Buffers kept per worker thread.
     const POOL: usize = 64;
@@ -89,13 +90,7 @@ mod buffers {
 
     /// The smallest kept large buffer of at least `min` bytes, if any.
     pub(super) fn take_large(min: usize) -> Option<BytesMut> {
-        LARGE.with(|l| {
-            let mut large = l.borrow_mut();
-            let best = (0..large.len())
-                .filter(|&i| large[i].capacity() >= min)
-                .min_by_key(|&i| large[i].capacity())?;
-            Some(large.swap_remove(best))
-        })
+        LARGE.with(|l| spare::take_fitting(&mut l.borrow_mut(), min, BytesMut::capacity))
     }
 
     pub(super) fn give(mut buf: BytesMut) {
@@ -108,11 +103,7 @@ mod buffers {
         }
         if buf.capacity() > KEEP_CAPACITY {
             LARGE.with(|l| {
-                let mut large = l.borrow_mut();
-                let kept: usize = large.iter().map(BytesMut::capacity).sum();
-                if kept + buf.capacity() <= LARGE_BYTES {
-                    large.push(buf);
-                }
+                spare::keep_within(&mut l.borrow_mut(), buf, LARGE_BYTES, BytesMut::capacity)
             });
             return;
         }
@@ -545,9 +536,10 @@ impl Connection {
                 self.out.capacity().saturating_sub(REPLY_FLOOR),
             ),
         ] {
+            // Runs after every request: the shared counter is written only on a change.
             if excess > *charged {
                 budget.charge(excess - *charged);
-            } else {
+            } else if excess < *charged {
                 budget.credit(*charged - excess);
             }
             *charged = excess;

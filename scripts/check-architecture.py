@@ -12,18 +12,23 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def listed():
     text = (ROOT / "ARCHITECTURE.md").read_text()
     block = text.split("## Modules", 1)[1].split("```", 2)[1]
-    paths, folder = [], None
+    # Names sit at two spaces of indent per folder level; descriptions (and their
+    # continuation lines) start further right.
+    paths, folders = [], []
     for line in block.splitlines():
         if not line.strip():
             continue
+        indent = len(line) - len(line.lstrip())
         name = line.split()[0]
-        if not re.fullmatch(r"[\w./-]+", name) or ("/" not in name and "." not in name):
+        if indent % 2 or indent // 2 > len(folders):
             continue  # a continuation line of a description
-        if line.startswith("  ") and folder:
-            paths.append(folder + name)
-        elif not line.startswith(" "):
-            folder = name if name.endswith("/") else None
-            paths.append(name)
+        if not re.fullmatch(r"[\w./-]+", name) or ("/" not in name and "." not in name):
+            continue
+        del folders[indent // 2 :]
+        path = "".join(folders) + name
+        paths.append(path)
+        if name.endswith("/"):
+            folders.append(name)
     return paths
 
 

@@ -66,7 +66,7 @@ fn tune_allocator() {
     unsafe {
         libc::mallopt(
             libc::M_MMAP_THRESHOLD,
-            memcrab::storage::slab::MMAP_THRESHOLD as libc::c_int,
+            memcrab::storage::MMAP_THRESHOLD as libc::c_int,
         );
     }
 }

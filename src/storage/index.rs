@@ -30,7 +30,9 @@
 //! empty long before the new one can need to grow again (the move takes under a third of the
 //! inserts that would need); if it ever is not, the growth finishes the move first.
 
-use super::shard::Loc;
+/// Where an item lies: `segment slot << SEGMENT_SHIFT | offset`, or a large item's slot
+/// (see the shard). The index keeps one per item, 4 bytes, and never looks inside.
+pub(crate) type Loc = u32;
 
 const GROUP: usize = 8;
 const EMPTY: u8 = 0;

@@ -4,16 +4,24 @@
 //! [`Store`] hashes the key once, picks a shard from bits 32.. of the hash (the index takes
 //! its groups from the low 32 bits and a mix of all 64, and its tag from the top 8, so
 //! neither loses entropy inside a shard), takes that shard's `parking_lot::Mutex` and calls
-//! a `Shard` method. One shard lock at a time, never held across an `.await` (there are
-//! none here); the pool's free list
-//! is the only lock taken under it. See docs/locking.md.
+//! one `Shard` method (`shard/ops.rs`), which does the whole operation under that one lock
+//! hold. What the store itself decides is what spans shards: the CAS counter, a delayed
+//! `flush_all`, memory stolen from another shard, and walks over all of them. One shard
+//! lock at a time; the pool's free list is the only lock taken under it (docs/locking.md).
+//!
+//! - [`ops`]: what the operations take and give (options and outcomes);
+//! - `shard/`: one shard (index, segments, large items, eviction, reaping);
+//! - [`item`]: the byte layout of one item; `index.rs`: the key index;
+//! - [`pool`]: the `-m` budget and its segments; [`classes`]: memcached's size classes;
+//! - [`expiry`]: the clock and memcached's exptime rules; [`stats`]: the counters.
 
+pub mod classes;
 pub mod expiry;
 mod index;
 pub mod item;
-mod meta;
+pub mod ops;
+pub mod pool;
 mod shard;
-pub mod slab;
 pub mod stats;
 
 use std::hash::BuildHasher;
@@ -23,13 +31,16 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use hashbrown::DefaultHashBuilder;
 use parking_lot::Mutex;
 
+pub use classes::SizeClasses;
 pub use expiry::{Clock, ManualClock, SystemClock, Timebase};
 pub use item::ItemRef;
-use item::{KEY_BINARY, NewItem, STALE, WIN_SENT};
-pub use meta::{DebugInfo, Delete, DeleteResult, Delta, DeltaOutcome, Read, ReadView};
+pub use ops::{
+    DebugInfo, Delete, DeleteResult, Delta, DeltaOutcome, DeltaResult, ItemView, Mode, Read,
+    ReadView, StoreError, StoreResult, Write,
+};
+pub use pool::MMAP_THRESHOLD;
+use pool::{Pool, SEGMENT_SIZE};
 use shard::{Ctx, MAX_SEGMENTS, Shard, Validity};
-pub use slab::SizeClasses;
-use slab::{Pool, SEGMENT_SIZE};
 pub use stats::{ClassStats, StoreStats};
 
 /// The first CAS value, as memcached 1.6.45 gives it.
@@ -106,93 +117,6 @@ impl StoreConfig {
     }
 }
 
-/// A write with all its options. `Mode::Cas` is the classic command; meta sets give the
-/// CAS to compare in `compare_cas` with any mode.
-#[derive(Debug, Clone, Copy)]
-pub struct Write<'a> {
-    pub mode: Mode,
-    pub key: &'a [u8],
-    pub value: &'a [u8],
-    pub flags: u32,
-    /// The client's exptime.
-    pub exptime: i64,
-    /// Store only if the item's CAS equals this (set/replace: missing is `NotFound`).
-    pub compare_cas: Option<u64>,
-    /// The CAS to give the new item instead of the next from the counter (meta `E`).
-    pub new_cas: Option<u64>,
-    /// With `compare_cas`: an older CAS still stores, marking the item stale (meta `I`).
-    pub invalidate: bool,
-    /// Append/prepend to a missing key creates it with this exptime (meta `N`).
-    pub vivify: Option<i64>,
-    /// The key was sent in base64 and is returned that way (meta `b`).
-    pub key_binary: bool,
-}
-
-impl Default for Write<'_> {
-    fn default() -> Self {
-        Self {
-            mode: Mode::Set,
-            key: b"",
-            value: b"",
-            flags: 0,
-            exptime: 0,
-            compare_cas: None,
-            new_cas: None,
-            invalidate: false,
-            vivify: None,
-            key_binary: false,
-        }
-    }
-}
-
-/// How a write treats an existing item (memcached's storage commands).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Set,
-    Add,
-    Replace,
-    Append,
-    Prepend,
-    /// Store only if the item's CAS equals this.
-    Cas(u64),
-}
-
-/// The outcome of a write, named after its reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreResult {
-    Stored,
-    NotStored,
-    Exists,
-    NotFound,
-}
-
-/// The outcome of incr/decr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeltaResult {
-    Value(u64),
-    NonNumeric,
-    NotFound,
-    /// The CAS given to compare did not match (meta `C`).
-    Exists,
-}
-
-/// Why a write failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreError {
-    TooLarge,
-    NoMemory,
-}
-
-/// A stored item as a reader sees it, valid while the shard lock is held.
-#[derive(Clone, Copy)]
-pub struct ItemView<'a> {
-    pub key: &'a [u8],
-    pub value: &'a [u8],
-    pub flags: u32,
-    /// 0 when CAS is disabled.
-    pub cas: u64,
-}
-
 pub struct Store {
     shards: Box<[Mutex<Shard>]>,
     shard_mask: u64,
@@ -251,39 +175,58 @@ impl Store {
         self.hasher.hash_one(key)
     }
 
-    fn shard(&self, hash: u64) -> &Mutex<Shard> {
-        &self.shards[((hash >> 32) & self.shard_mask) as usize]
+    fn shard_of(&self, hash: u64) -> usize {
+        ((hash >> 32) & self.shard_mask) as usize
     }
 
-    fn ctx<'a>(&'a self, hash: &'a dyn Fn(&[u8]) -> u64) -> Ctx<'a> {
+    /// What a shard reads of the store for one operation, at the time it runs.
+    fn ctx(&self) -> Ctx<'_> {
         Ctx {
             pool: &self.pool,
             classes: &self.classes,
-            hash,
+            hasher: &self.hasher,
+            time: &self.time,
+            next_cas: &self.next_cas,
             now: self.time.now(),
             evictions: self.config.evictions,
+            cas_enabled: self.config.cas_enabled,
+            item_size_max: self.config.item_size_max,
             oldest_live: self.oldest_live.load(Ordering::Relaxed),
         }
     }
 
-    fn new_cas(&self) -> u64 {
-        self.next_cas.fetch_add(1, Ordering::Relaxed)
+    /// Every one-key operation: hash the key, lock its shard, run `op` on it.
+    fn on_key<R>(&self, key: &[u8], op: impl FnOnce(&mut Shard, &Ctx<'_>, u64) -> R) -> R {
+        let hash = self.hash(key);
+        let ctx = self.ctx();
+        op(&mut self.shards[self.shard_of(hash)].lock(), &ctx, hash)
     }
 
-    fn visible_cas(&self, cas: u64) -> u64 {
-        if self.config.cas_enabled { cas } else { 0 }
+    /// Runs `op` on every shard, one lock at a time.
+    fn each_shard(&self, mut op: impl FnMut(usize, &mut Shard, &Ctx<'_>)) {
+        let ctx = self.ctx();
+        for (i, shard) in self.shards.iter().enumerate() {
+            op(i, &mut shard.lock(), &ctx);
+        }
     }
 
     /// Whether an item of this key and value length can ever be stored (`-I`).
     pub fn fits(&self, key_len: usize, value_len: usize) -> bool {
-        shard::item_len(key_len, value_len) <= self.config.item_size_max
+        item::max_total_len(key_len, value_len) <= self.config.item_size_max
     }
 
     /// The largest value storable under `key_len` bytes of key.
     pub fn max_value_len(&self, key_len: usize) -> usize {
         self.config
             .item_size_max
-            .saturating_sub(shard::item_len(key_len, 0))
+            .saturating_sub(item::max_total_len(key_len, 0))
+    }
+
+    /// Takes a CAS value and drops it: memcached 1.6.45 takes one for every write it
+    /// attempts, stored or not (`NOT_STORED`, `EXISTS`, `NOT_FOUND`), so the CAS values of
+    /// later writes match memcached's.
+    pub fn take_cas(&self) {
+        self.next_cas.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Reads one item; `touch` (a client exptime) also resets its TTL, as gat does. Calls
@@ -307,6 +250,12 @@ impl Store {
                 cas: v.cas,
             })
         })
+    }
+
+    /// A read with every option `mg` has (see [`Read`]); `f` runs under the shard lock on a
+    /// hit (or a vivified miss).
+    pub fn read<R>(&self, key: &[u8], opts: &Read, f: impl FnOnce(ReadView<'_>) -> R) -> Option<R> {
+        self.on_key(key, |shard, ctx, hash| shard.read(ctx, hash, key, opts, f))
     }
 
     /// Writes an item (set/add/replace/append/prepend/cas). `exptime` is the client's.
@@ -333,114 +282,23 @@ impl Store {
         })
     }
 
-    /// A write with every option the storage commands have (see [`Write`]).
+    /// A write with every option the storage commands have (see [`Write`]). When the key's
+    /// shard finds no memory of its own, the other shards are asked for some and the write
+    /// is tried once more.
     pub fn write(&self, w: &Write<'_>) -> Result<(StoreResult, u64), StoreError> {
         if !self.fits(w.key.len(), w.value.len()) {
             return Err(StoreError::TooLarge);
         }
         let hash = self.hash(w.key);
         for attempt in 0..2 {
-            match self.try_write(hash, w) {
+            let ctx = self.ctx();
+            let result = self.shards[self.shard_of(hash)].lock().write(&ctx, hash, w);
+            match result {
                 Err(StoreError::NoMemory) if attempt == 0 && self.steal_memory(hash) => continue,
                 other => return other,
             }
         }
         Err(StoreError::NoMemory)
-    }
-
-    fn try_write(&self, hash: u64, w: &Write<'_>) -> Result<(StoreResult, u64), StoreError> {
-        let h = |k: &[u8]| self.hash(k);
-        let ctx = self.ctx(&h);
-        let mut shard = self.shard(hash).lock();
-        // Every storage command that gets this far counts in cmd_set, whatever its outcome,
-        // in the class of the data it brought (memcached counts it when the data is read).
-        let set_class = self
-            .classes
-            .class_of(shard::item_len(w.key.len(), w.value.len()));
-        shard.stats.classes[set_class].cmd_set += 1;
-        let current = shard.lookup(&ctx, hash, w.key).ok();
-        let mut scratch = Vec::new();
-        let mut bits = if w.key_binary { KEY_BINARY } else { 0 };
-        let is_cas = w.compare_cas.is_some() && matches!(w.mode, Mode::Set | Mode::Replace);
-        let (flags, deadline, value) = match (w.mode, current) {
-            (Mode::Add, Some(at)) => {
-                // memcached bumps the existing item on a failed add, without marking it
-                // fetched.
-                shard.touch_unread(at, ctx.now);
-                return Ok((StoreResult::NotStored, 0));
-            }
-            (_, None) if is_cas => {
-                shard.stats.ops.cas_misses += 1;
-                return Ok((StoreResult::NotFound, 0));
-            }
-            (Mode::Append | Mode::Prepend, None) if w.vivify.is_some() => {
-                let ttl = w.vivify.expect("checked");
-                (w.flags, self.time.deadline(ttl), [w.value, &[][..]])
-            }
-            (Mode::Replace | Mode::Append | Mode::Prepend, None) => {
-                return Ok((StoreResult::NotStored, 0));
-            }
-            (_, Some(at)) if is_cas => {
-                let it = shard.item(at);
-                let class = self.classes.class_of(it.total_len());
-                let (current_cas, cas) = (it.cas(), w.compare_cas.expect("checked"));
-                let mut deadline = self.time.deadline(w.exptime);
-                if current_cas != cas {
-                    // Meta `I`: an older version (never 0) is still stored, marked stale,
-                    // with the current item's deadline and recache token.
-                    if !(w.invalidate && cas != 0 && cas < current_cas) {
-                        shard.stats.classes[class].cas_badval += 1;
-                        return Ok((StoreResult::Exists, 0));
-                    }
-                    bits |= STALE | (it.bits() & WIN_SENT);
-                    deadline = it.exptime();
-                }
-                shard.stats.classes[class].cas_hits += 1;
-                (w.flags, deadline, [w.value, &[][..]])
-            }
-            (Mode::Append | Mode::Prepend, Some(at)) => {
-                let it = shard.item(at);
-                // memcached checks an append's CAS only when it is not 0.
-                if w.compare_cas.is_some_and(|cas| cas != 0 && cas != it.cas()) {
-                    return Ok((StoreResult::Exists, 0));
-                }
-                if !self.fits(w.key.len(), it.value_len() + w.value.len()) {
-                    return Ok((StoreResult::NotStored, 0));
-                }
-                scratch.extend_from_slice(it.value());
-                let parts = if w.mode == Mode::Append {
-                    [&scratch[..], w.value]
-                } else {
-                    [w.value, &scratch[..]]
-                };
-                bits |= it.bits() & KEY_BINARY;
-                (it.flags(), it.exptime(), parts)
-            }
-            (Mode::Set | Mode::Add | Mode::Replace | Mode::Cas(_), _) => {
-                (w.flags, self.time.deadline(w.exptime), [w.value, &[][..]])
-            }
-        };
-        let cas = w.new_cas.unwrap_or_else(|| self.new_cas());
-        let new = NewItem {
-            key: w.key,
-            value,
-            flags,
-            exptime: deadline,
-            atime: ctx.now,
-            cas,
-            bits,
-        };
-        match shard.insert(&ctx, hash, &new) {
-            Ok(_) => Ok((StoreResult::Stored, self.visible_cas(cas))),
-            Err(()) => {
-                // Refused for memory: memcached never reads such data, nor counts it.
-                shard.stats.classes[set_class].cmd_set -= 1;
-                shard.stats.ops.store_no_memory += 1;
-                let class = self.classes.class_of(new.total_len());
-                shard.stats.classes[class].outofmemory += 1;
-                Err(StoreError::NoMemory)
-            }
-        }
     }
 
     /// Another shard holds the memory: ask the others, one lock at a time, to give some
@@ -449,9 +307,8 @@ impl Store {
         if !self.config.evictions {
             return false;
         }
-        let h = |k: &[u8]| self.hash(k);
-        let ctx = self.ctx(&h);
-        let mine = ((hash >> 32) & self.shard_mask) as usize;
+        let ctx = self.ctx();
+        let mine = self.shard_of(hash);
         let n = self.shards.len();
         let mut released = false;
         for i in 1..n {
@@ -472,34 +329,19 @@ impl Store {
     /// Counts a write refused for size; a refused `set` also drops the old value, as
     /// memcached does (an `append` keeps it).
     pub fn too_large(&self, key: &[u8], drop_old: bool) {
-        let hash = self.hash(key);
-        let h = |k: &[u8]| self.hash(k);
-        let ctx = self.ctx(&h);
-        let mut shard = self.shard(hash).lock();
-        shard.stats.ops.store_too_large += 1;
-        if drop_old && let Ok(at) = shard.lookup(&ctx, hash, key) {
-            shard.unlink(&ctx, hash, at, shard::Unlink::Removed);
-        }
+        self.on_key(key, |shard, ctx, hash| {
+            shard.refuse_too_large(ctx, hash, key, drop_old)
+        });
     }
 
     /// Deletes an item; true if it existed.
     pub fn delete(&self, key: &[u8]) -> bool {
-        let hash = self.hash(key);
-        let h = |k: &[u8]| self.hash(k);
-        let ctx = self.ctx(&h);
-        let mut shard = self.shard(hash).lock();
-        match shard.lookup(&ctx, hash, key) {
-            Ok(at) => {
-                let class = self.classes.class_of(shard.item(at).total_len());
-                shard.stats.classes[class].delete_hits += 1;
-                shard.unlink(&ctx, hash, at, shard::Unlink::Removed);
-                true
-            }
-            Err(_) => {
-                shard.stats.ops.delete_misses += 1;
-                false
-            }
-        }
+        self.delete_with(key, &Delete::default()) == DeleteResult::Deleted
+    }
+
+    /// A delete with every option `md` has (see [`Delete`]).
+    pub fn delete_with(&self, key: &[u8], opts: &Delete) -> DeleteResult {
+        self.on_key(key, |shard, ctx, hash| shard.delete(ctx, hash, key, opts))
     }
 
     /// Sets a new exptime; true if the item exists. The CAS is kept.
@@ -530,11 +372,24 @@ impl Store {
         Ok((out.result, out.cas))
     }
 
+    /// incr/decr with every option `ma` has (see [`Delta`]).
+    pub fn delta_with(&self, key: &[u8], opts: &Delta) -> Result<DeltaOutcome, StoreError> {
+        self.on_key(key, |shard, ctx, hash| shard.delta(ctx, hash, key, opts))
+    }
+
+    /// The value length of an item, without counting an access (meta set's `s`).
+    pub fn get_size(&self, key: &[u8]) -> Option<usize> {
+        self.on_key(key, |shard, ctx, hash| shard.value_len(ctx, hash, key))
+    }
+
+    /// What `me` shows; does not count as an access.
+    pub fn debug(&self, key: &[u8]) -> Option<DebugInfo> {
+        self.on_key(key, |shard, ctx, hash| shard.debug(ctx, hash, key))
+    }
+
     /// flush_all: with no delay every item goes now; with one, items last written or read
     /// before the deadline become invisible when it comes.
     pub fn flush(&self, delay: i64) {
-        let h = |k: &[u8]| self.hash(k);
-        let ctx = self.ctx(&h);
         if delay > 0 {
             self.oldest_live
                 .store(self.time.deadline(delay).max(1), Ordering::Relaxed);
@@ -542,24 +397,20 @@ impl Store {
             return;
         }
         self.oldest_live.store(0, Ordering::Relaxed);
-        for (i, shard) in self.shards.iter().enumerate() {
-            let mut shard = shard.lock();
-            shard.clear(&ctx);
+        self.each_shard(|i, shard, ctx| {
+            shard.clear(ctx);
             if i == 0 {
                 shard.stats.ops.flush_cmds += 1;
             }
-        }
+        });
     }
 
     /// One pass of the background reaper over every shard, `budget` items per shard.
     /// Returns the items checked.
     pub fn reap(&self, budget: usize) -> usize {
-        let h = |k: &[u8]| self.hash(k);
-        let ctx = self.ctx(&h);
-        self.shards
-            .iter()
-            .map(|shard| shard.lock().reap(&ctx, budget))
-            .sum()
+        let mut checked = 0;
+        self.each_shard(|_, shard, ctx| checked += shard.reap(ctx, budget));
+        checked
     }
 
     /// Changes `-m` at runtime (`cache_memlimit`); shards give memory back as they write.
@@ -614,8 +465,7 @@ impl Store {
         let Some(shard) = self.shards.get(cursor.shard) else {
             return true;
         };
-        let h = |k: &[u8]| self.hash(k);
-        let ctx = self.ctx(&h);
+        let ctx = self.ctx();
         let done = shard.lock().visit_slice(&mut cursor.pos, budget, |it| {
             let wanted = class == 0 || self.classes.class_of(it.total_len()) == class;
             if wanted && ctx.validity(it) == Validity::Live {
@@ -631,18 +481,9 @@ impl Store {
 
     /// Location of a key, for tests of the engine's layout.
     #[cfg(test)]
-    fn locate(&self, key: &[u8]) -> Option<shard::Loc> {
-        let hash = self.hash(key);
-        let h = |k: &[u8]| self.hash(k);
-        let ctx = self.ctx(&h);
-        self.shard(hash).lock().lookup(&ctx, hash, key).ok()
+    fn locate(&self, key: &[u8]) -> Option<index::Loc> {
+        self.on_key(key, |shard, ctx, hash| shard.lookup(ctx, hash, key).ok())
     }
-}
-
-/// A counter value as memcached reads it (`safe_strtoull` over the value): white space
-/// around the digits (spaces left by an earlier `decr`), a sign, and < 2^64.
-fn parse_counter(v: &[u8]) -> Option<u64> {
-    crate::number::parse_u64(v)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! - [`storage`]: the engine, synchronous and sharded, under the `-m` budget.
 //!
 //! Life of a request: a worker thread's poller reports the socket readable and the worker
-//! reads into the connection's buffer; [`protocol::ascii::parse`]
+//! reads into the connection's buffer; [`protocol::parse`]
 //! returns a [`protocol::Request`] borrowing the key and value from that buffer;
 //! [`command::Context::execute`] calls the [`storage::Store`], which hashes the key, locks one
 //! shard, and for a hit copies the value straight into the connection's output buffer; once

@@ -15,7 +15,8 @@ use metrics::{counter, describe_counter, describe_gauge, gauge, with_local_recor
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::command::latency::{BUCKETS, CommandClass};
-use crate::command::{Closed, Context, PROTOCOL_VERSION, Rejected};
+use crate::command::{Closed, Context, Rejected};
+use crate::protocol;
 use crate::storage::ClassStats;
 
 /// Families and their help texts. Counters end in `_total` except where memcached_exporter's
@@ -371,7 +372,7 @@ impl Exporter {
         gauge!("memcached_up").set(1.0);
         counter!("memcached_uptime_seconds").absolute(ctx.started.elapsed().as_secs());
         gauge!("memcached_time_seconds").set(ctx.store.time().unix_now() as f64);
-        gauge!("memcached_version", "version" => PROTOCOL_VERSION).set(1.0);
+        gauge!("memcached_version", "version" => protocol::VERSION).set(1.0);
         gauge!(
             "memcrab_build_info",
             "version" => env!("CARGO_PKG_VERSION"),

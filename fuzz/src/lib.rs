@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use memcrab::command::reply::STREAM_CAP;
 use memcrab::command::{ConnInfo, Context, Progress, Resume, Room, line};
 use memcrab::config::{Action, Cli, Config};
-use memcrab::protocol::{Limits, MAX_KEY_LEN, Parsed, Request, ascii};
+use memcrab::protocol::{self, Limits, MAX_KEY_LEN, Parsed, Request};
 use memcrab::storage::item::MAX_HEADER_LEN;
 use memcrab::storage::{ManualClock, Store};
 
@@ -79,7 +79,7 @@ impl Driver {
                 self.closed = true;
                 break;
             }
-            match ascii::parse(buf, &self.limits) {
+            match protocol::parse(buf, &self.limits) {
                 Parsed::Incomplete => break,
                 Parsed::Close(_) => {
                     self.closed = true;

@@ -21,14 +21,11 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::config::Config;
-use crate::protocol::{ProtocolError, Request, ShutdownMode, StoreMode};
+use crate::protocol::{self, ProtocolError, Request, ShutdownMode, StoreMode};
 use crate::storage::{DeltaResult, Mode, Store, StoreError, StoreResult};
 
 pub use reply::{Admit, BufferBudget, Room};
 pub use stats::{ConnInfo, active_classes, rusage_seconds, state as conn_state};
-
-/// The version memcrab reports on the wire: the memcached release whose behaviour it follows.
-pub const PROTOCOL_VERSION: &str = "1.6.45";
 
 /// `cache_memlimit` refuses less than this many megabytes, like memcached.
 const MIN_MEMLIMIT_MB: u64 = 8;
@@ -356,7 +353,7 @@ impl Context {
             }
             Request::Version => {
                 out.extend_from_slice(b"VERSION ");
-                out.extend_from_slice(PROTOCOL_VERSION.as_bytes());
+                out.extend_from_slice(protocol::VERSION.as_bytes());
                 out.extend_from_slice(b"\r\n");
             }
             Request::Verbosity { level, .. } => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use super::reply::Admit;
-use super::{Context, PROTOCOL_VERSION, Progress, Resume, Room, line, stat};
+use super::{Context, Progress, Resume, Room, line, stat};
 use crate::config::Binding;
 use crate::storage::StoreStats;
 
@@ -191,7 +191,7 @@ impl Context {
         stat(out, "pid", std::process::id());
         stat(out, "uptime", self.started.elapsed().as_secs());
         stat(out, "time", now);
-        stat(out, "version", PROTOCOL_VERSION);
+        stat(out, "version", crate::protocol::VERSION);
         stat(out, "libevent", "none");
         stat(out, "pointer_size", usize::BITS);
         stat(out, "rusage_user", user);

@@ -21,7 +21,7 @@ use crate::command::reply::{REPLY_FLOOR, STREAM_CAP, spare};
 use crate::command::{
     Closed, ConnInfo, Context, Outcome, Progress, Rejected, Resume, Room, conn_state as state, line,
 };
-use crate::protocol::{Dropped, Limits, Parsed, ascii};
+use crate::protocol::{self, Dropped, Limits, Parsed};
 
 /// Bytes asked of the socket per read (memcached reads 16 KB at a time too).
 pub(super) const READ_CHUNK: usize = 16 * 1024;
@@ -438,7 +438,7 @@ impl Connection {
                 binary_unsupported(&self.rbuf, &mut self.out);
                 return Step::Close(Closed::ProtocolError);
             }
-            let (used, outcome) = match ascii::parse(&self.rbuf, &self.limits) {
+            let (used, outcome) = match protocol::parse(&self.rbuf, &self.limits) {
                 Parsed::Incomplete => {
                     self.info.state.store(state::NREAD, Ordering::Relaxed);
                     return Step::NeedInput;

@@ -1,5 +1,4 @@
 use super::*;
-use crate::protocol::{ShutdownMode, StoreMode};
 
 const LIMITS: Limits = Limits {
     item_size_max: 1 << 20,

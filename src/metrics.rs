@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use metrics::{counter, describe_counter, describe_gauge, gauge, with_local_recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-use crate::command::latency::{BUCKETS, CommandClass};
-use crate::command::{Closed, Context, Rejected};
+use crate::command::{Context, active_classes};
 use crate::protocol;
 use crate::storage::ClassStats;
+use crate::telemetry::latency::{BUCKETS, CommandClass};
+use crate::telemetry::{Closed, Rejected, cpu_time};
 
 /// Families and their help texts. Counters end in `_total` except where memcached_exporter's
 /// names do not (kept for compatibility).
@@ -448,7 +449,7 @@ impl Exporter {
         counter!("memcached_lru_crawler_moves_within_lru_total").absolute(0);
 
         let classes = ctx.store.classes();
-        for id in crate::command::active_classes(&s) {
+        for id in active_classes(&s) {
             let (per_page, pages) = classes.pages(id, s.classes[id].number);
             publish_class(id, &s.classes[id], classes.chunk_size(id), per_page, pages);
         }
@@ -603,7 +604,8 @@ fn publish_class(id: usize, c: &ClassStats, chunk: usize, per_page: u64, pages: 
 /// Float-valued counters and the standard process metrics, which the recorder (whole-number
 /// counters) cannot carry: CPU seconds with microsecond precision, memory from /proc.
 fn render_process(out: &mut String) {
-    let (user, system) = crate::command::rusage_seconds();
+    let (user, system) = cpu_time();
+    let (user, system) = (user.as_secs_f64(), system.as_secs_f64());
     let mut family = |name: &str, kind: &str, help: &str, value: f64| {
         let _ = writeln!(
             out,

@@ -11,11 +11,12 @@
 use std::sync::{Arc, Mutex};
 
 use memcrab::command::reply::STREAM_CAP;
-use memcrab::command::{ConnInfo, Context, Progress, Resume, Room, line};
+use memcrab::command::{Context, Progress, Resume, Room, line};
 use memcrab::config::{Action, Cli, Config};
 use memcrab::protocol::{self, Limits, MAX_KEY_LEN, Parsed, Request};
 use memcrab::storage::item::MAX_HEADER_LEN;
 use memcrab::storage::{ManualClock, Store};
+use memcrab::telemetry::ConnInfo;
 
 /// Pauses one request may take before the driver calls it stuck.
 const MAX_PAUSES: usize = 1 << 16;

@@ -7,7 +7,6 @@
 //! go to the socket.
 
 mod dump;
-pub mod latency;
 mod meta;
 pub mod reply;
 mod stats;
@@ -15,152 +14,24 @@ mod stats;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
 use crate::config::Config;
-use crate::protocol::{self, ProtocolError, Request, ShutdownMode, StoreMode};
+use crate::protocol::{self, MetaCommand, ProtocolError, Request, ShutdownMode, StoreMode};
 use crate::storage::{DeltaResult, Mode, Store, StoreError, StoreResult};
+use crate::telemetry::latency::{CommandClass, Latency};
+use crate::telemetry::{ConnInfo, Counters, Rejected};
 
 pub use reply::{Admit, BufferBudget, Room};
-pub use stats::{ConnInfo, active_classes, rusage_seconds, state as conn_state};
+pub use stats::active_classes;
 
 /// `cache_memlimit` refuses less than this many megabytes, like memcached.
 const MIN_MEMLIMIT_MB: u64 = 8;
 /// A larger `cache_memlimit` argument is surely bytes given by mistake.
 const MAX_MEMLIMIT_MB: u64 = 1_000_000_000;
-
-/// Server-wide counters kept outside the engine. Updated once per read batch, not per request.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub curr_connections: AtomicU64,
-    pub total_connections: AtomicU64,
-    pub rejected_connections: AtomicU64,
-    pub bytes_read: AtomicU64,
-    pub bytes_written: AtomicU64,
-    pub conn_yields: AtomicU64,
-    pub idle_kicks: AtomicU64,
-    pub listen_disabled_num: AtomicU64,
-    /// Runs of the background reaper (`lru_crawler_starts`).
-    pub reaper_runs: AtomicU64,
-    pub meta_cmds: AtomicU64,
-    /// Capacity of all connections' read and write buffers (memory outside `-m`).
-    pub read_buffer_bytes: AtomicI64,
-    pub write_buffer_bytes: AtomicI64,
-    /// Connections closed, by [`Closed`] reason.
-    pub closed: [AtomicU64; Closed::ALL.len()],
-    /// Rejected input, by [`Rejected`] kind.
-    pub rejected: [AtomicU64; Rejected::ALL.len()],
-}
-
-/// Input refused with an error reply or a close (`memcrab_protocol_errors_total{kind}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejected {
-    /// `ERROR`.
-    UnknownCommand,
-    /// A `CLIENT_ERROR` about the command line (format, flags, tokens, exptime, delta).
-    BadCommandLine,
-    /// `CLIENT_ERROR bad data chunk`.
-    BadDataChunk,
-    /// A line past the limit: the connection is closed.
-    LineTooLong,
-    /// An HTTP request line: the connection is closed.
-    ForeignProtocol,
-    /// A binary-protocol request: answered "Unknown command", the connection is closed.
-    BinaryRejected,
-    /// `SERVER_ERROR object too large for cache`.
-    TooLarge,
-    /// `SERVER_ERROR out of memory ...`.
-    OutOfMemory,
-}
-
-impl Rejected {
-    pub const ALL: [Rejected; 8] = [
-        Rejected::UnknownCommand,
-        Rejected::BadCommandLine,
-        Rejected::BadDataChunk,
-        Rejected::LineTooLong,
-        Rejected::ForeignProtocol,
-        Rejected::BinaryRejected,
-        Rejected::TooLarge,
-        Rejected::OutOfMemory,
-    ];
-
-    /// The label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Rejected::UnknownCommand => "unknown_command",
-            Rejected::BadCommandLine => "bad_command_line",
-            Rejected::BadDataChunk => "bad_data_chunk",
-            Rejected::LineTooLong => "line_too_long",
-            Rejected::ForeignProtocol => "foreign_protocol",
-            Rejected::BinaryRejected => "binary_rejected",
-            Rejected::TooLarge => "too_large",
-            Rejected::OutOfMemory => "out_of_memory",
-        }
-    }
-
-    /// The kind of a parse error.
-    pub fn of(error: ProtocolError) -> Self {
-        match error {
-            ProtocolError::UnknownCommand => Rejected::UnknownCommand,
-            ProtocolError::BadDataChunk => Rejected::BadDataChunk,
-            _ => Rejected::BadCommandLine,
-        }
-    }
-}
-
-impl Counters {
-    pub fn reject(&self, kind: Rejected) {
-        self.rejected[kind as usize].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Why a connection was closed (`memcrab_connections_closed_total{reason}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Closed {
-    /// End of stream or reset from the peer.
-    Client,
-    /// `quit`.
-    Quit,
-    /// Input memcached also drops the connection for (an overlong line, foreign protocol).
-    ProtocolError,
-    /// `-o idle_timeout`.
-    IdleTimeout,
-    /// Server shutdown (the drain, or the `shutdown` command).
-    Shutdown,
-    /// A socket error.
-    IoError,
-    /// A request needed more buffer memory than the server-wide cap had left.
-    OutOfMemory,
-}
-
-impl Closed {
-    pub const ALL: [Closed; 7] = [
-        Closed::Client,
-        Closed::Quit,
-        Closed::ProtocolError,
-        Closed::IdleTimeout,
-        Closed::Shutdown,
-        Closed::IoError,
-        Closed::OutOfMemory,
-    ];
-
-    /// The label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Closed::Client => "client",
-            Closed::Quit => "quit",
-            Closed::ProtocolError => "protocol_error",
-            Closed::IdleTimeout => "idle_timeout",
-            Closed::Shutdown => "shutdown",
-            Closed::IoError => "io_error",
-            Closed::OutOfMemory => "out_of_memory",
-        }
-    }
-}
 
 /// What the connection should do after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,7 +84,7 @@ pub struct Context {
     pub conns: Mutex<BTreeMap<i32, Arc<ConnInfo>>>,
     /// Set from the shutdown signal on: `/readyz` fails, `accepting_conns` is 0.
     pub draining: AtomicBool,
-    pub latency: latency::Latency,
+    pub latency: Latency,
     /// The cap on connection buffers (`-o read_buf_mem_limit`).
     pub buffers: BufferBudget,
     /// `stats detail`: on by `stats detail on` or `-D`. The map is behind a plain mutex,
@@ -234,7 +105,7 @@ impl Context {
             started: Instant::now(),
             conns: Mutex::new(BTreeMap::new()),
             draining: AtomicBool::new(false),
-            latency: latency::Latency::default(),
+            latency: Latency::default(),
             detail_on: AtomicBool::new(config_detail),
             detail: Mutex::new(dump::Detail::default()),
         }
@@ -452,6 +323,29 @@ impl Context {
         }
         out.extend_from_slice(b"END\r\n");
         Progress::DONE
+    }
+}
+
+/// The class a request's latency is counted under.
+pub fn latency_class(req: &Request<'_>) -> CommandClass {
+    match req {
+        Request::Get { touch: None, .. } => CommandClass::Get,
+        Request::Get { .. } | Request::Touch { .. } => CommandClass::Touch,
+        Request::Store { .. } | Request::TooLarge { .. } => CommandClass::Set,
+        Request::Delete { .. } => CommandClass::Delete,
+        Request::Delta { .. } => CommandClass::Arith,
+        Request::Meta(m) if m.command == MetaCommand::Noop => CommandClass::Other,
+        Request::Meta(_) => CommandClass::Meta,
+        _ => CommandClass::Other,
+    }
+}
+
+/// The kind of refused input a parse error counts as.
+pub fn rejected_kind(error: ProtocolError) -> Rejected {
+    match error {
+        ProtocolError::UnknownCommand => Rejected::UnknownCommand,
+        ProtocolError::BadDataChunk => Rejected::BadDataChunk,
+        _ => Rejected::BadCommandLine,
     }
 }
 

@@ -19,10 +19,11 @@ use slab::Slab;
 
 use super::DRAIN_TIMEOUT;
 use super::connection::{Connection, Env, Next, Stream};
-use crate::command::latency::LocalLatency;
-use crate::command::{Closed, ConnInfo, Context};
+use crate::command::Context;
 use crate::protocol::Limits;
 use crate::storage::item::MAX_HEADER_LEN;
+use crate::telemetry::latency::LocalLatency;
+use crate::telemetry::{Closed, ConnInfo};
 
 const WAKER: Token = Token(usize::MAX);
 /// Events taken per `epoll_wait`.

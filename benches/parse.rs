@@ -3,10 +3,7 @@
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use memcrab::protocol::{self, Limits};
 
-const LIMITS: Limits = Limits {
-    item_size_max: 1 << 20,
-    item_overhead: 26,
-};
+const LIMITS: Limits = Limits::new(1 << 20, |key, value| 26 + key + value);
 
 fn parse(c: &mut Criterion) {
     let value = vec![b'v'; 100];

@@ -371,10 +371,7 @@ fn preparse<'a>(tokens: &[&'a [u8]], count: usize) -> Result<Preparsed<'a>, Prot
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits {
-        item_size_max: 1 << 20,
-        item_overhead: 26,
-    };
+    const LIMITS: Limits = Limits::new(1 << 20, |key, value| 26 + key + value);
 
     fn p(input: &[u8]) -> Parsed<'_> {
         crate::protocol::parse(input, &LIMITS)

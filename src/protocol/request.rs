@@ -272,18 +272,27 @@ pub enum Parsed<'a> {
     Close(Dropped),
 }
 
-/// Limits the parser enforces.
+/// Limits the parser enforces, given by whoever runs it (the parser knows no store).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// `-I`: the largest item. A storage command whose item would be larger is answered
     /// without buffering its data.
-    pub item_size_max: usize,
-    /// Bytes an item needs besides its key and value (the engine's header).
-    pub item_overhead: usize,
+    item_size_max: usize,
+    /// What an item of a key and a value of these lengths counts against `item_size_max`.
+    item_len: fn(usize, usize) -> usize,
 }
 
 impl Limits {
+    pub const fn new(item_size_max: usize, item_len: fn(usize, usize) -> usize) -> Self {
+        Self {
+            item_size_max,
+            item_len,
+        }
+    }
+
+    /// Whether an item of a key and a value of these lengths is larger than `-I`: such a
+    /// storage request parses as [`Request::TooLarge`].
     pub fn too_large(&self, key_len: usize, value_len: usize) -> bool {
-        self.item_overhead + key_len + value_len > self.item_size_max
+        (self.item_len)(key_len, value_len) > self.item_size_max
     }
 }

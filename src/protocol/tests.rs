@@ -1,9 +1,6 @@
 use super::*;
 
-const LIMITS: Limits = Limits {
-    item_size_max: 1 << 20,
-    item_overhead: 26,
-};
+const LIMITS: Limits = Limits::new(1 << 20, |key, value| 26 + key + value);
 
 fn p(input: &[u8]) -> Parsed<'_> {
     parse(input, &LIMITS)

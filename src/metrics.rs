@@ -1,6 +1,7 @@
-//! Prometheus metrics, with memcached_exporter's names, types and labels (see
-//! `shared/reference/metrics.md` in the project's references), plus memcrab's own under the
-//! `memcrab_` prefix.
+//! Prometheus metrics under the names, types and labels memcached_exporter gives them (the
+//! `memcached_*` families: `memcached_commands_total{command,status}`,
+//! `memcached_slab_current_items{slab}` and the rest), so its dashboards and alerts work
+//! unchanged, plus memcrab's own under the `memcrab_` prefix.
 //!
 //! Nothing is recorded on the request path for these: at each scrape, [`Exporter::render`]
 //! reads the same counters `stats` reads (one engine snapshot, one shard lock at a time), sets

@@ -336,9 +336,10 @@ impl Context {
 /// What an item counts against `-I` when its request is parsed: its key, its value and the
 /// store's longest header ([`MAX_HEADER_LEN`]). That is never less than the store's exact
 /// length for the item, which [`Store::fits`] decides by, so a value the parser lets through
-/// is never refused by the store for its size: a value too large always parses as
+/// is never refused by the store for its size: a value too large by itself always parses as
 /// [`Request::TooLarge`], answered without buffering its data (and a `set` drops the old
-/// value, as memcached does).
+/// value, as memcached does). Only an append or prepend can still make an item the store
+/// refuses, by what it adds to the value already stored.
 ///
 /// The exact length would let values up to 4 bytes longer through (at `-I 1m` under a 1-byte
 /// key: 1,048,549 and 1,048,550 bytes, where the header's length field takes 3 bytes), which

@@ -1,3 +1,7 @@
+//! The parser as the connection calls it: bytes in, [`Parsed`] out.
+
+mod meta;
+
 use super::*;
 
 const LIMITS: Limits = Limits::new(1 << 20, |key, value| 26 + key + value);

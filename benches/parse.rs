@@ -1,12 +1,9 @@
 //! Parser cost per command: `cargo bench --bench parse`.
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
-use memcrab::protocol::{Limits, ascii};
+use memcrab::protocol::{self, Limits};
 
-const LIMITS: Limits = Limits {
-    item_size_max: 1 << 20,
-    item_overhead: 26,
-};
+const LIMITS: Limits = Limits::new(1 << 20, |key, value| 26 + key + value);
 
 fn parse(c: &mut Criterion) {
     let value = vec![b'v'; 100];
@@ -27,7 +24,9 @@ fn parse(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("parse_ascii");
     for (name, input) in cases {
-        group.bench_function(name, |b| b.iter(|| ascii::parse(black_box(input), &LIMITS)));
+        group.bench_function(name, |b| {
+            b.iter(|| protocol::parse(black_box(input), &LIMITS))
+        });
     }
     group.finish();
 }

@@ -376,7 +376,7 @@ impl Cli {
             return Ok(Action::Print(format!(
                 "memcrab {} (memcached {} compatible)\n",
                 env!("CARGO_PKG_VERSION"),
-                crate::command::PROTOCOL_VERSION
+                crate::protocol::VERSION
             )));
         }
         if cli.license {

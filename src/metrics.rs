@@ -1,6 +1,7 @@
-//! Prometheus metrics, with memcached_exporter's names, types and labels (see
-//! `shared/reference/metrics.md` in the project's references), plus memcrab's own under the
-//! `memcrab_` prefix.
+//! Prometheus metrics under the names, types and labels memcached_exporter gives them (the
+//! `memcached_*` families: `memcached_commands_total{command,status}`,
+//! `memcached_slab_current_items{slab}` and the rest), so its dashboards and alerts work
+//! unchanged, plus memcrab's own under the `memcrab_` prefix.
 //!
 //! Nothing is recorded on the request path for these: at each scrape, [`Exporter::render`]
 //! reads the same counters `stats` reads (one engine snapshot, one shard lock at a time), sets
@@ -14,9 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use metrics::{counter, describe_counter, describe_gauge, gauge, with_local_recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-use crate::command::latency::{BUCKETS, CommandClass};
-use crate::command::{Closed, Context, PROTOCOL_VERSION, Rejected};
+use crate::command::{Context, active_classes};
+use crate::protocol;
 use crate::storage::ClassStats;
+use crate::telemetry::latency::{BUCKETS, CommandClass};
+use crate::telemetry::{Closed, Rejected, cpu_time};
 
 /// Families and their help texts. Counters end in `_total` except where memcached_exporter's
 /// names do not (kept for compatibility).
@@ -371,7 +374,7 @@ impl Exporter {
         gauge!("memcached_up").set(1.0);
         counter!("memcached_uptime_seconds").absolute(ctx.started.elapsed().as_secs());
         gauge!("memcached_time_seconds").set(ctx.store.time().unix_now() as f64);
-        gauge!("memcached_version", "version" => PROTOCOL_VERSION).set(1.0);
+        gauge!("memcached_version", "version" => protocol::VERSION).set(1.0);
         gauge!(
             "memcrab_build_info",
             "version" => env!("CARGO_PKG_VERSION"),
@@ -447,7 +450,7 @@ impl Exporter {
         counter!("memcached_lru_crawler_moves_within_lru_total").absolute(0);
 
         let classes = ctx.store.classes();
-        for id in crate::command::active_classes(&s) {
+        for id in active_classes(&s) {
             let (per_page, pages) = classes.pages(id, s.classes[id].number);
             publish_class(id, &s.classes[id], classes.chunk_size(id), per_page, pages);
         }
@@ -602,7 +605,8 @@ fn publish_class(id: usize, c: &ClassStats, chunk: usize, per_page: u64, pages: 
 /// Float-valued counters and the standard process metrics, which the recorder (whole-number
 /// counters) cannot carry: CPU seconds with microsecond precision, memory from /proc.
 fn render_process(out: &mut String) {
-    let (user, system) = crate::command::rusage_seconds();
+    let (user, system) = cpu_time();
+    let (user, system) = (user.as_secs_f64(), system.as_secs_f64());
     let mut family = |name: &str, kind: &str, help: &str, value: f64| {
         let _ = writeln!(
             out,

@@ -11,11 +11,11 @@
 use std::sync::{Arc, Mutex};
 
 use memcrab::command::reply::STREAM_CAP;
-use memcrab::command::{ConnInfo, Context, Progress, Resume, Room, line};
+use memcrab::command::{Context, Progress, Resume, Room, line};
 use memcrab::config::{Action, Cli, Config};
-use memcrab::protocol::{Limits, MAX_KEY_LEN, Parsed, Request, ascii};
-use memcrab::storage::item::MAX_HEADER_LEN;
+use memcrab::protocol::{self, Limits, MAX_KEY_LEN, Parsed, Request};
 use memcrab::storage::{ManualClock, Store};
+use memcrab::telemetry::ConnInfo;
 
 /// Pauses one request may take before the driver calls it stuck.
 const MAX_PAUSES: usize = 1 << 16;
@@ -39,14 +39,11 @@ impl Driver {
             config.store.clone(),
             ManualClock::new(1_700_000_000),
         ));
-        let limits = Limits {
-            item_size_max: config.store.item_size_max,
-            item_overhead: MAX_HEADER_LEN,
-        };
+        let ctx = Context::new(store, config);
         Self {
-            ctx: Context::new(store, config),
+            limits: ctx.limits(),
+            ctx,
             info: ConnInfo::new(7, "tcp:127.0.0.1:1".into(), None, 0),
-            limits,
             input: Vec::new(),
             replies: Vec::new(),
             swallow: 0,
@@ -79,7 +76,7 @@ impl Driver {
                 self.closed = true;
                 break;
             }
-            match ascii::parse(buf, &self.limits) {
+            match protocol::parse(buf, &self.limits) {
                 Parsed::Incomplete => break,
                 Parsed::Close(_) => {
                     self.closed = true;

@@ -5,12 +5,13 @@
 use std::sync::atomic::Ordering;
 
 use super::reply::{Admit, Room};
-use super::{Context, Progress, Rejected, line};
+use super::{Context, Progress, line};
 use crate::protocol::meta::encode_key;
 use crate::protocol::{Meta, MetaCommand, MetaFlags};
 use crate::storage::{
     Delete, DeleteResult, Delta, DeltaResult, Mode, Read, StoreError, StoreResult, Write,
 };
+use crate::telemetry::Rejected;
 
 /// Appends ` <flag><value>`.
 fn flag(out: &mut Vec<u8>, f: u8, value: impl itoa::Integer) {

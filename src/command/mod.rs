@@ -7,7 +7,6 @@
 //! go to the socket.
 
 mod dump;
-pub mod latency;
 mod meta;
 pub mod reply;
 mod stats;
@@ -15,155 +14,25 @@ mod stats;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
 use crate::config::Config;
-use crate::protocol::{ProtocolError, Request, ShutdownMode, StoreMode};
+use crate::protocol::{self, Limits, MetaCommand, ProtocolError, Request, ShutdownMode, StoreMode};
+use crate::storage::item::MAX_HEADER_LEN;
 use crate::storage::{DeltaResult, Mode, Store, StoreError, StoreResult};
+use crate::telemetry::latency::{CommandClass, Latency};
+use crate::telemetry::{ConnInfo, Counters, Rejected};
 
 pub use reply::{Admit, BufferBudget, Room};
-pub use stats::{ConnInfo, active_classes, rusage_seconds, state as conn_state};
-
-/// The version memcrab reports on the wire: the memcached release whose behaviour it follows.
-pub const PROTOCOL_VERSION: &str = "1.6.45";
+pub use stats::active_classes;
 
 /// `cache_memlimit` refuses less than this many megabytes, like memcached.
 const MIN_MEMLIMIT_MB: u64 = 8;
 /// A larger `cache_memlimit` argument is surely bytes given by mistake.
 const MAX_MEMLIMIT_MB: u64 = 1_000_000_000;
-
-/// Server-wide counters kept outside the engine. Updated once per read batch, not per request.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub curr_connections: AtomicU64,
-    pub total_connections: AtomicU64,
-    pub rejected_connections: AtomicU64,
-    pub bytes_read: AtomicU64,
-    pub bytes_written: AtomicU64,
-    pub conn_yields: AtomicU64,
-    pub idle_kicks: AtomicU64,
-    pub listen_disabled_num: AtomicU64,
-    /// Runs of the background reaper (`lru_crawler_starts`).
-    pub reaper_runs: AtomicU64,
-    pub meta_cmds: AtomicU64,
-    /// Capacity of all connections' read and write buffers (memory outside `-m`).
-    pub read_buffer_bytes: AtomicI64,
-    pub write_buffer_bytes: AtomicI64,
-    /// Connections closed, by [`Closed`] reason.
-    pub closed: [AtomicU64; Closed::ALL.len()],
-    /// Rejected input, by [`Rejected`] kind.
-    pub rejected: [AtomicU64; Rejected::ALL.len()],
-}
-
-/// Input refused with an error reply or a close (`memcrab_protocol_errors_total{kind}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejected {
-    /// `ERROR`.
-    UnknownCommand,
-    /// A `CLIENT_ERROR` about the command line (format, flags, tokens, exptime, delta).
-    BadCommandLine,
-    /// `CLIENT_ERROR bad data chunk`.
-    BadDataChunk,
-    /// A line past the limit: the connection is closed.
-    LineTooLong,
-    /// An HTTP request line: the connection is closed.
-    ForeignProtocol,
-    /// A binary-protocol request: answered "Unknown command", the connection is closed.
-    BinaryRejected,
-    /// `SERVER_ERROR object too large for cache`.
-    TooLarge,
-    /// `SERVER_ERROR out of memory ...`.
-    OutOfMemory,
-}
-
-impl Rejected {
-    pub const ALL: [Rejected; 8] = [
-        Rejected::UnknownCommand,
-        Rejected::BadCommandLine,
-        Rejected::BadDataChunk,
-        Rejected::LineTooLong,
-        Rejected::ForeignProtocol,
-        Rejected::BinaryRejected,
-        Rejected::TooLarge,
-        Rejected::OutOfMemory,
-    ];
-
-    /// The label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Rejected::UnknownCommand => "unknown_command",
-            Rejected::BadCommandLine => "bad_command_line",
-            Rejected::BadDataChunk => "bad_data_chunk",
-            Rejected::LineTooLong => "line_too_long",
-            Rejected::ForeignProtocol => "foreign_protocol",
-            Rejected::BinaryRejected => "binary_rejected",
-            Rejected::TooLarge => "too_large",
-            Rejected::OutOfMemory => "out_of_memory",
-        }
-    }
-
-    /// The kind of a parse error.
-    pub fn of(error: ProtocolError) -> Self {
-        match error {
-            ProtocolError::UnknownCommand => Rejected::UnknownCommand,
-            ProtocolError::BadDataChunk => Rejected::BadDataChunk,
-            _ => Rejected::BadCommandLine,
-        }
-    }
-}
-
-impl Counters {
-    pub fn reject(&self, kind: Rejected) {
-        self.rejected[kind as usize].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Why a connection was closed (`memcrab_connections_closed_total{reason}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Closed {
-    /// End of stream or reset from the peer.
-    Client,
-    /// `quit`.
-    Quit,
-    /// Input memcached also drops the connection for (an overlong line, foreign protocol).
-    ProtocolError,
-    /// `-o idle_timeout`.
-    IdleTimeout,
-    /// Server shutdown (the drain, or the `shutdown` command).
-    Shutdown,
-    /// A socket error.
-    IoError,
-    /// A request needed more buffer memory than the server-wide cap had left.
-    OutOfMemory,
-}
-
-impl Closed {
-    pub const ALL: [Closed; 7] = [
-        Closed::Client,
-        Closed::Quit,
-        Closed::ProtocolError,
-        Closed::IdleTimeout,
-        Closed::Shutdown,
-        Closed::IoError,
-        Closed::OutOfMemory,
-    ];
-
-    /// The label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Closed::Client => "client",
-            Closed::Quit => "quit",
-            Closed::ProtocolError => "protocol_error",
-            Closed::IdleTimeout => "idle_timeout",
-            Closed::Shutdown => "shutdown",
-            Closed::IoError => "io_error",
-            Closed::OutOfMemory => "out_of_memory",
-        }
-    }
-}
 
 /// What the connection should do after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +85,7 @@ pub struct Context {
     pub conns: Mutex<BTreeMap<i32, Arc<ConnInfo>>>,
     /// Set from the shutdown signal on: `/readyz` fails, `accepting_conns` is 0.
     pub draining: AtomicBool,
-    pub latency: latency::Latency,
+    pub latency: Latency,
     /// The cap on connection buffers (`-o read_buf_mem_limit`).
     pub buffers: BufferBudget,
     /// `stats detail`: on by `stats detail on` or `-D`. The map is behind a plain mutex,
@@ -237,10 +106,16 @@ impl Context {
             started: Instant::now(),
             conns: Mutex::new(BTreeMap::new()),
             draining: AtomicBool::new(false),
-            latency: latency::Latency::default(),
+            latency: Latency::default(),
             detail_on: AtomicBool::new(config_detail),
             detail: Mutex::new(dump::Detail::default()),
         }
+    }
+
+    /// The limits the parser enforces for this server: `-I`, against which an item counts
+    /// its key, its value and the store's longest header (`parsed_item_len`).
+    pub fn limits(&self) -> Limits {
+        Limits::new(self.store.config().item_size_max, parsed_item_len)
     }
 
     pub fn register(&self, info: Arc<ConnInfo>) {
@@ -356,7 +231,7 @@ impl Context {
             }
             Request::Version => {
                 out.extend_from_slice(b"VERSION ");
-                out.extend_from_slice(PROTOCOL_VERSION.as_bytes());
+                out.extend_from_slice(protocol::VERSION.as_bytes());
                 out.extend_from_slice(b"\r\n");
             }
             Request::Verbosity { level, .. } => {
@@ -458,6 +333,45 @@ impl Context {
     }
 }
 
+/// What an item counts against `-I` when its request is parsed: its key, its value and the
+/// store's longest header ([`MAX_HEADER_LEN`]). That is never less than the store's exact
+/// length for the item, which [`Store::fits`] decides by, so a value the parser lets through
+/// is never refused by the store for its size: a value too large by itself always parses as
+/// [`Request::TooLarge`], answered without buffering its data (and a `set` drops the old
+/// value, as memcached does). Only an append or prepend can still make an item the store
+/// refuses, by what it adds to the value already stored.
+///
+/// The exact length would let values up to 4 bytes longer through (at `-I 1m` under a 1-byte
+/// key: 1,048,549 and 1,048,550 bytes, where the header's length field takes 3 bytes), which
+/// memcached 1.6.45 refuses: it counts 59 bytes besides key and value (63 with client flags).
+/// Counting the longest header keeps memcached's answer wherever memcrab has given it.
+fn parsed_item_len(key_len: usize, value_len: usize) -> usize {
+    MAX_HEADER_LEN + key_len + value_len
+}
+
+/// The class a request's latency is counted under.
+pub fn latency_class(req: &Request<'_>) -> CommandClass {
+    match req {
+        Request::Get { touch: None, .. } => CommandClass::Get,
+        Request::Get { .. } | Request::Touch { .. } => CommandClass::Touch,
+        Request::Store { .. } | Request::TooLarge { .. } => CommandClass::Set,
+        Request::Delete { .. } => CommandClass::Delete,
+        Request::Delta { .. } => CommandClass::Arith,
+        Request::Meta(m) if m.command == MetaCommand::Noop => CommandClass::Other,
+        Request::Meta(_) => CommandClass::Meta,
+        _ => CommandClass::Other,
+    }
+}
+
+/// The kind of refused input a parse error counts as.
+pub fn rejected_kind(error: ProtocolError) -> Rejected {
+    match error {
+        ProtocolError::UnknownCommand => Rejected::UnknownCommand,
+        ProtocolError::BadDataChunk => Rejected::BadDataChunk,
+        _ => Rejected::BadCommandLine,
+    }
+}
+
 fn engine_mode(mode: StoreMode) -> Mode {
     match mode {
         StoreMode::Set => Mode::Set,
@@ -495,4 +409,31 @@ pub fn line(out: &mut Vec<u8>, text: &str) {
 pub(crate) fn stat(out: &mut Vec<u8>, name: &str, value: impl std::fmt::Display) {
     // Writing to a Vec cannot fail.
     let _ = write!(out, "STAT {name} {value}\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::ManualClock;
+
+    #[test]
+    fn the_parser_lets_through_only_values_the_store_fits() {
+        let config = Config::default();
+        let store = Arc::new(Store::new(config.store.clone(), ManualClock::new(1)));
+        let ctx = Context::new(store, config);
+        let limits = ctx.limits();
+        let max = ctx.store.config().item_size_max;
+        for key_len in [1, 100, protocol::MAX_KEY_LEN] {
+            let last = max - MAX_HEADER_LEN - key_len;
+            assert!(limits.too_large(key_len, last + 1));
+            let lengths = [0, 127, 128, 16_383, 16_384].into_iter();
+            for value_len in lengths.chain(last - 64..=last) {
+                assert!(!limits.too_large(key_len, value_len));
+                assert!(ctx.store.fits(key_len, value_len), "{key_len} {value_len}");
+            }
+        }
+        // At -I 1m under a 1-byte key, memcached 1.6.45 refuses from 1,048,517 bytes.
+        assert!(!limits.too_large(1, 1_048_548));
+        assert!(limits.too_large(1, 1_048_549));
+    }
 }

@@ -3,90 +3,24 @@
 //! is sent, with a constant where memcrab has no such mechanism (documented in
 //! docs/compatibility.md).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::reply::Admit;
-use super::{Context, PROTOCOL_VERSION, Progress, Resume, Room, line, stat};
+use super::{Context, Progress, Resume, Room, line, stat};
 use crate::config::Binding;
 use crate::storage::StoreStats;
-
-/// One connection or listener, as `stats conns` shows it.
-#[derive(Debug)]
-pub struct ConnInfo {
-    pub fd: i32,
-    /// `tcp:<ip>:<port>` or `unix:<path>`.
-    pub addr: String,
-    /// For client connections, the listener's address.
-    pub listen_addr: Option<Arc<str>>,
-    /// Unix time of the last command.
-    pub last_cmd: AtomicU64,
-    pub state: AtomicU8,
-}
-
-/// Connection states, named as memcached names them.
-pub mod state {
-    pub const LISTENING: u8 = 0;
-    pub const NEW_CMD: u8 = 1;
-    pub const WAITING: u8 = 2;
-    pub const READ: u8 = 3;
-    pub const PARSE_CMD: u8 = 4;
-    pub const WRITE: u8 = 5;
-    pub const NREAD: u8 = 6;
-    pub const SWALLOW: u8 = 7;
-    pub const CLOSING: u8 = 8;
-}
-
-fn state_name(s: u8) -> &'static str {
-    match s {
-        state::LISTENING => "conn_listening",
-        state::NEW_CMD => "conn_new_cmd",
-        state::WAITING => "conn_waiting",
-        state::READ => "conn_read",
-        state::PARSE_CMD => "conn_parse_cmd",
-        state::WRITE => "conn_write",
-        state::NREAD => "conn_nread",
-        state::SWALLOW => "conn_swallow",
-        _ => "conn_closing",
-    }
-}
-
-impl ConnInfo {
-    pub fn new(fd: i32, addr: String, listen_addr: Option<Arc<str>>, now: u64) -> Self {
-        Self {
-            fd,
-            addr,
-            listen_addr,
-            last_cmd: AtomicU64::new(now),
-            state: AtomicU8::new(state::NEW_CMD),
-        }
-    }
-}
+use crate::telemetry::conns::{state, state_name};
+use crate::telemetry::{ConnInfo, CpuTime, cpu_time};
 
 fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-fn rusage_timevals() -> (libc::timeval, libc::timeval) {
-    // SAFETY: getrusage only writes into the zeroed struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a rusage struct; RUSAGE_SELF is always valid.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    (ru.ru_utime, ru.ru_stime)
-}
-
 /// User and system CPU time as memcached prints them: `<seconds>.<6-digit microseconds>`.
 fn rusage() -> (String, String) {
-    let (user, system) = rusage_timevals();
-    let tv = |t: libc::timeval| format!("{}.{:06}", t.tv_sec, t.tv_usec);
+    let (user, system) = cpu_time();
+    let tv = |t: CpuTime| format!("{}.{:06}", t.secs, t.micros);
     (tv(user), tv(system))
-}
-
-/// User and system CPU seconds.
-pub fn rusage_seconds() -> (f64, f64) {
-    let (user, system) = rusage_timevals();
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (secs(user), secs(system))
 }
 
 /// Classes shown by `stats items` and `stats slabs`: those holding items or with events.
@@ -191,7 +125,7 @@ impl Context {
         stat(out, "pid", std::process::id());
         stat(out, "uptime", self.started.elapsed().as_secs());
         stat(out, "time", now);
-        stat(out, "version", PROTOCOL_VERSION);
+        stat(out, "version", crate::protocol::VERSION);
         stat(out, "libevent", "none");
         stat(out, "pointer_size", usize::BITS);
         stat(out, "rusage_user", user);

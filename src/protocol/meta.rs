@@ -13,15 +13,15 @@ use std::borrow::Cow;
 use base64::Engine;
 use base64::engine::general_purpose;
 
-use super::ascii::{token_i32, token_u32, token_u64};
-use super::{Limits, MAX_KEY_LEN, Parsed, ProtocolError, Request};
+use super::request::{
+    Limits, MAX_KEY_LEN, Meta, MetaCommand, MetaFlags, Parsed, ProtocolError, Request, StoreMode,
+};
+use super::tokens::{Tokens, rest_after, token_i32, token_u32, token_u64};
 
 /// memcached refuses a meta line of more tokens than this.
 const MAX_OPT_TOKENS: usize = 20;
 /// The opaque token, `O` included, may be at most this long.
 pub const MAX_OPAQUE_LEN: usize = 32;
-/// Tokens kept from one meta line.
-const MAX_TOKENS: usize = 23;
 /// memcached refuses data lengths above `INT_MAX - 2`.
 const MAX_DATA_LEN: i32 = i32::MAX - 2;
 
@@ -75,78 +75,6 @@ pub fn encode_key(key: &[u8]) -> String {
     general_purpose::STANDARD.encode(key)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetaCommand {
-    Get,
-    Set,
-    Delete,
-    Arithmetic,
-    Debug,
-    Noop,
-}
-
-/// The flags of one meta request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetaFlags<'a> {
-    /// The flags as sent (the rest of the line), for return flags in request order.
-    raw: &'a [u8],
-    pub base64: bool,
-    pub quiet: bool,
-    pub value: bool,
-    pub no_bump: bool,
-    pub invalidate: bool,
-    pub drop_value: bool,
-    pub ttl: Option<i64>,
-    pub vivify: Option<i64>,
-    pub recache: Option<i64>,
-    pub compare_cas: Option<u64>,
-    pub new_cas: Option<u64>,
-    pub client_flags: u32,
-    pub mode: Option<u8>,
-    pub delta: u64,
-    pub initial: u64,
-}
-
-impl Default for MetaFlags<'_> {
-    fn default() -> Self {
-        Self {
-            raw: b"",
-            base64: false,
-            quiet: false,
-            value: false,
-            no_bump: false,
-            invalidate: false,
-            drop_value: false,
-            ttl: None,
-            vivify: None,
-            recache: None,
-            compare_cas: None,
-            new_cas: None,
-            client_flags: 0,
-            mode: None,
-            delta: 1,
-            initial: 0,
-        }
-    }
-}
-
-impl<'a> MetaFlags<'a> {
-    /// The flag tokens in request order (`O123`, `t`, `k`, ...).
-    pub fn tokens(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.raw.split(|&b| b == b' ').filter(|t| !t.is_empty())
-    }
-}
-
-/// One meta request. `key` is decoded when the `b` flag was given.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Meta<'a> {
-    pub command: MetaCommand,
-    pub key: Cow<'a, [u8]>,
-    pub flags: MetaFlags<'a>,
-    /// `ms` data.
-    pub value: &'a [u8],
-}
-
 impl<'a> Parsed<'a> {
     /// Attaches the raw flag text to a parsed meta request.
     fn with_raw_flags(mut self, raw: &'a [u8]) -> Self {
@@ -166,33 +94,9 @@ fn fail<'a>(error: ProtocolError, consumed: usize, swallow: usize) -> Parsed<'a>
     }
 }
 
-/// memcached's meta tokenizer: at most 23 tokens, and every flag token (those from `first_flag`
-/// on) must start with a letter (`A` to `z`) or a digit, or the line has no tokens at all.
-fn tokenize(line: &[u8], first_flag: usize) -> ([&[u8]; MAX_TOKENS], usize) {
-    let mut tokens: [&[u8]; MAX_TOKENS] = [b""; MAX_TOKENS];
-    let mut n = 0;
-    for token in line.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
-        if n == MAX_TOKENS {
-            break;
-        }
-        if n >= first_flag && !matches!(token[0], b'A'..=b'z' | b'0'..=b'9') {
-            return (tokens, 0);
-        }
-        tokens[n] = token;
-        n += 1;
-    }
-    (tokens, n)
-}
-
-/// Parses a meta line (its command word is two bytes long). `None` if it is not a meta
-/// command.
-pub(super) fn parse<'a>(
-    line: &'a [u8],
-    consumed: usize,
-    buf: &'a [u8],
-    limits: &Limits,
-) -> Option<Parsed<'a>> {
-    let command = match &line[..2] {
+/// The meta command a command word names, if any.
+pub(super) fn command(word: &[u8]) -> Option<MetaCommand> {
+    Some(match word {
         b"mg" => MetaCommand::Get,
         b"ms" => MetaCommand::Set,
         b"md" => MetaCommand::Delete,
@@ -200,11 +104,22 @@ pub(super) fn parse<'a>(
         b"me" => MetaCommand::Debug,
         b"mn" => MetaCommand::Noop,
         _ => return None,
-    };
+    })
+}
+
+/// Parses a meta line (without its line end) of the `command` its command word names;
+/// `consumed` is the line's length with its end, `buf` the whole input, for `ms` data.
+pub(super) fn parse<'a>(
+    command: MetaCommand,
+    line: &'a [u8],
+    consumed: usize,
+    buf: &'a [u8],
+    limits: &Limits,
+) -> Parsed<'a> {
     let first_flag = if command == MetaCommand::Set { 3 } else { 2 };
-    let (tokens, n) = tokenize(line, first_flag);
-    let tokens = &tokens[..n];
-    Some(match command {
+    let tokens = Tokens::meta(line, first_flag);
+    let tokens = tokens.as_slice();
+    match command {
         MetaCommand::Noop => Parsed::Request(
             Request::Meta(Meta {
                 command,
@@ -215,12 +130,11 @@ pub(super) fn parse<'a>(
             consumed,
         ),
         MetaCommand::Debug => parse_debug(tokens, consumed),
-        MetaCommand::Set => parse_set(tokens, consumed, buf, limits)
-            .with_raw_flags(super::ascii::rest_after(line, 3)),
-        _ => {
-            parse_keyed(command, tokens, consumed).with_raw_flags(super::ascii::rest_after(line, 2))
+        MetaCommand::Set => {
+            parse_set(tokens, consumed, buf, limits).with_raw_flags(rest_after(line, 3))
         }
-    })
+        _ => parse_keyed(command, tokens, consumed).with_raw_flags(rest_after(line, 2)),
+    }
 }
 
 /// me: `me <key> [b <anything>]`: memcached decodes a base64 key only when a token follows
@@ -318,7 +232,7 @@ fn parse_set<'a>(
     if limits.too_large(key.len(), len) {
         return Parsed::Request(
             Request::TooLarge {
-                mode: super::StoreMode::Set,
+                mode: StoreMode::Set,
                 key,
                 swallow,
                 noreply: false,
@@ -450,151 +364,5 @@ fn preparse<'a>(tokens: &[&'a [u8]], count: usize) -> Result<Preparsed<'a>, Prot
             flags: f,
             opaque_too_long,
         }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LIMITS: Limits = Limits {
-        item_size_max: 1 << 20,
-        item_overhead: 26,
-    };
-
-    fn p(input: &[u8]) -> Parsed<'_> {
-        super::super::ascii::parse(input, &LIMITS)
-    }
-
-    fn meta(input: &[u8]) -> Meta<'_> {
-        match p(input) {
-            Parsed::Request(Request::Meta(m), used) => {
-                assert_eq!(used, input.len());
-                m
-            }
-            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
-        }
-    }
-
-    fn error(input: &[u8]) -> (ProtocolError, usize) {
-        match p(input) {
-            Parsed::Error { error, swallow, .. } => (error, swallow),
-            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
-        }
-    }
-
-    #[test]
-    fn flags_parse_in_order() {
-        let m = meta(b"mg key s v t f c k O77 h l q u T30 N10 R5 E99\r\n");
-        assert_eq!(m.command, MetaCommand::Get);
-        assert_eq!(&m.key[..], b"key");
-        let f = &m.flags;
-        assert!(f.value && f.quiet && f.no_bump);
-        assert_eq!(
-            (f.ttl, f.vivify, f.recache, f.new_cas),
-            (Some(30), Some(10), Some(5), Some(99))
-        );
-        let tokens: Vec<&[u8]> = f.tokens().collect();
-        assert_eq!(tokens[..3], [&b"s"[..], b"v", b"t"]);
-        assert_eq!(tokens[6], b"O77");
-        let m = meta(b"ms k 3 T100 F9 c k O123 MA C5 I\r\nabc\r\n");
-        assert_eq!(
-            (m.value, m.flags.client_flags, m.flags.mode),
-            (&b"abc"[..], 9, Some(b'A'))
-        );
-        assert_eq!((m.flags.compare_cas, m.flags.invalidate), (Some(5), true));
-        let m = meta(b"ma k N0 J10 D5 MD v\r\n");
-        assert_eq!(
-            (m.flags.vivify, m.flags.initial, m.flags.delta, m.flags.mode),
-            (Some(0), 10, 5, Some(b'D'))
-        );
-        assert_eq!(meta(b"mn foo\r\n").command, MetaCommand::Noop);
-        assert_eq!(&meta(b"mg Zm9v b k v\r\n").key[..], b"foo");
-        // me decodes only when a token follows the `b`, as memcached does.
-        assert_eq!(&meta(b"me Zm9v b x\r\n").key[..], b"foo");
-        assert_eq!(&meta(b"me Zm9v b\r\n").key[..], b"Zm9v");
-        assert!(
-            meta(b"mg k   v  \r\n").flags.value,
-            "blanked flags are spaces"
-        );
-    }
-
-    #[test]
-    fn errors_are_memcacheds() {
-        use ProtocolError::*;
-        let long_key = format!("mg {} v\r\n", "k".repeat(251));
-        let opaque33 = format!("mg k O{}\r\n", "x".repeat(32));
-        let opaque32 = format!("mg k O{}\r\n", "x".repeat(31));
-        let cases: Vec<(&[u8], (ProtocolError, usize))> = vec![
-            (b"mg\r\n", (BadCommandLine, 0)),
-            (long_key.as_bytes(), (BadCommandLine, 0)),
-            (b"mg k !\r\n", (BadCommandLine, 0)),
-            (b"mg k 5\r\n", (InvalidFlag, 0)),
-            (b"mg k S\r\n", (InvalidFlag, 0)),
-            (b"mg k T+1\r\n", (BadToken, 0)),
-            (b"mg k T\r\n", (BadToken, 0)),
-            (b"mg k v v\r\n", (DuplicateFlag, 0)),
-            (b"mg k Tabc\r\n", (BadToken, 0)),
-            (opaque33.as_bytes(), (OpaqueTooLong, 0)),
-            (b"mg !!!! b v\r\n", (KeyDecode, 0)),
-            (b"mg qk b v\r\n", (KeyDecode, 0)),
-            (b"ms k\r\n", (BadCommandLine, 0)),
-            (b"ms k abc\r\n", (BadCommandLine, 0)),
-            (b"ms sflag S2 T0\r\n", (BadCommandLine, 0)),
-            (b"ms k 1 Fabc\r\n", (BadCommandLine, 3)),
-            (b"ms k 1 Tabc\r\n", (BadToken, 3)),
-            (b"ms k 1 MZ\r\n", (MsMode, 3)),
-            (b"ms k 1 M\r\n", (MsMode, 3)),
-            (b"ms k 1 !\r\n", (BadCommandLine, 0)),
-            (b"ms k 2\r\nxyz\r\n", (BadDataChunk, 0)),
-            (b"md k !\r\n", (BadCommandLine, 0)),
-            (b"md k 9\r\n", (InvalidFlag, 0)),
-            (b"ma k Dabc v\r\n", (InvalidOrDuplicateFlag, 0)),
-            (b"ma k v v\r\n", (InvalidOrDuplicateFlag, 0)),
-            (b"ma k MX v\r\n", (MaMode, 0)),
-            (b"ma k ! v\r\n", (BadCommandLine, 0)),
-            (b"ma\r\n", (BadCommandLine, 0)),
-            (b"me\r\n", (BadCommandLine, 0)),
-            (
-                b"mg k a b c d e f g h i j k l m n o p q r\r\n",
-                (InvalidFlag, 0),
-            ),
-            (
-                b"mg k a b c d e f g h i j k l m n o p q r s\r\n",
-                (FlagsAreTooLong, 0),
-            ),
-        ];
-        for (input, want) in cases {
-            assert_eq!(error(input), want, "{:?}", String::from_utf8_lossy(input));
-        }
-        assert!(matches!(p(opaque32.as_bytes()), Parsed::Request(..)));
-    }
-
-    #[test]
-    fn keys_decode_as_memcacheds_base64_does() {
-        assert_eq!(decode_key(b"Zm9v").as_deref(), Some(&b"foo"[..]));
-        assert_eq!(decode_key(b"YQ==").as_deref(), Some(&b"a"[..]));
-        assert_eq!(decode_key(b"Zm9v!!").as_deref(), Some(&b"foo"[..]));
-        assert_eq!(decode_key(b"YWJj\x01ZGVm").as_deref(), Some(&b"abcdef"[..]));
-        assert_eq!(decode_key(b"YQ==Zm9v").as_deref(), Some(&b"a"[..]));
-        for bad in [&b"YQ"[..], b"Zm9v=", b"====", b"A===", b"!!!!", b""] {
-            assert_eq!(decode_key(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn too_large_ms_is_swallowed() {
-        match p(b"ms k 2000000 T0\r\n") {
-            Parsed::Request(Request::TooLarge { swallow, .. }, _) => assert_eq!(swallow, 2_000_002),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn incomplete_until_the_data_arrives() {
-        let input = b"ms k 3 T0\r\nabc\r\n";
-        for cut in 0..input.len() {
-            assert_eq!(p(&input[..cut]), Parsed::Incomplete, "cut at {cut}");
-        }
     }
 }

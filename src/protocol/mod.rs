@@ -3,222 +3,81 @@
 //! more bytes, an error to reply with, or an order to close the connection.
 //!
 //! Requests borrow keys and values from the input buffer, so parsing copies nothing.
+//!
+//! [`parse`] finds a request's line and picks its dialect; [`ascii`] (the classic text
+//! commands) and [`meta`] (the meta commands) are siblings that share the request types
+//! (`request`) and one tokenizer (`tokens`), and never call each other.
 
 pub mod ascii;
 pub mod meta;
+mod request;
+#[cfg(test)]
+mod tests;
+mod tokens;
 
-use std::borrow::Cow;
+use memchr::memchr;
 
-pub use meta::{Meta, MetaCommand, MetaFlags};
+pub use request::{
+    Dropped, Limits, MAX_KEY_LEN, Meta, MetaCommand, MetaFlags, Parsed, ProtocolError, Request,
+    ShutdownMode, StoreMode,
+};
+use tokens::command_word;
 
-/// Longest key memcached accepts ("the key must not exceed 250 characters", protocol.txt, Keys).
-pub const MAX_KEY_LEN: usize = 250;
+/// The version memcrab reports on the wire: the memcached release whose behaviour it follows.
+pub const VERSION: &str = "1.6.45";
 
-/// How a storage command treats an existing item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreMode {
-    Set,
-    Add,
-    Replace,
-    Append,
-    Prepend,
-    Cas(u64),
-}
+/// Without a newline in this many buffered bytes, a line is too long and the connection is
+/// closed (memcached's rule), unless it is a `get`/`gets`, whose key lists may be long.
+pub const MAX_LINE: usize = 2048;
+/// A line whose newline did arrive is still refused past this length (memcached reads 16 KB
+/// at a time, so it never sees a longer one complete).
+pub const MAX_LINE_COMPLETE: usize = 16 * 1024;
+/// The longest `get`/`gets` line: about 4,000 keys of 250 bytes.
+pub const MAX_GET_LINE: usize = 1 << 20;
 
-/// `shutdown [graceful]`; anything else is refused once shutdown is enabled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShutdownMode {
-    Immediate,
-    Graceful,
-    Invalid,
-}
-
-/// One classic command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request<'a> {
-    /// get, gets, gat, gats. `keys` is the space-separated rest of the line, already checked.
-    Get {
-        keys: &'a [u8],
-        with_cas: bool,
-        touch: Option<i64>,
-    },
-    Store {
-        mode: StoreMode,
-        key: &'a [u8],
-        flags: u32,
-        exptime: i64,
-        value: &'a [u8],
-        noreply: bool,
-    },
-    /// A storage command whose data exceeds the item size limit. The connection skips the
-    /// `swallow` bytes of data and terminator that follow the line.
-    TooLarge {
-        mode: StoreMode,
-        key: Cow<'a, [u8]>,
-        swallow: usize,
-        noreply: bool,
-    },
-    Delete {
-        key: &'a [u8],
-        noreply: bool,
-    },
-    Delta {
-        key: &'a [u8],
-        incr: bool,
-        delta: u64,
-        noreply: bool,
-    },
-    Touch {
-        key: &'a [u8],
-        exptime: i64,
-        noreply: bool,
-    },
-    FlushAll {
-        delay: i64,
-        noreply: bool,
-    },
-    Version,
-    Verbosity {
-        level: u32,
-        noreply: bool,
-    },
-    Quit,
-    Shutdown {
-        mode: ShutdownMode,
-        noreply: bool,
-    },
-    CacheMemlimit {
-        megabytes: u64,
-        noreply: bool,
-    },
-    /// `stats` and its sub-commands; `args` is the rest of the line.
-    Stats {
-        args: &'a [u8],
-    },
-    /// mg, ms, md, ma, mn, me.
-    Meta(Meta<'a>),
-    /// `lru_crawler <subcommand> ...`; `args` is the rest of the line.
-    LruCrawler {
-        args: &'a [u8],
-    },
-}
-
-impl Request<'_> {
-    /// Whether the client asked for no reply.
-    pub fn noreply(&self) -> bool {
-        match *self {
-            Request::Store { noreply, .. }
-            | Request::TooLarge { noreply, .. }
-            | Request::Delete { noreply, .. }
-            | Request::Delta { noreply, .. }
-            | Request::Touch { noreply, .. }
-            | Request::FlushAll { noreply, .. }
-            | Request::Verbosity { noreply, .. }
-            | Request::Shutdown { noreply, .. }
-            | Request::CacheMemlimit { noreply, .. } => noreply,
-            _ => false,
-        }
+/// Parses the first request in `buf`: finds its line, then hands the line to the meta parser
+/// when its command word is a meta command's, to the classic text parser otherwise.
+pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
+    let Some(nl) = memchr(b'\n', buf) else {
+        let too_long = if is_multiget(buf) {
+            buf.len() > MAX_GET_LINE
+        } else {
+            buf.len() > MAX_LINE
+        };
+        return if too_long {
+            Parsed::Close(Dropped::LineTooLong)
+        } else {
+            Parsed::Incomplete
+        };
+    };
+    let limit = if is_multiget(buf) {
+        MAX_GET_LINE
+    } else {
+        MAX_LINE_COMPLETE
+    };
+    if nl > limit {
+        return Parsed::Close(Dropped::LineTooLong);
     }
-
-    /// Bytes of data after the request that must be skipped unread (a refused value).
-    pub fn swallow(&self) -> usize {
-        match self {
-            Request::TooLarge { swallow, .. } => *swallow,
-            _ => 0,
-        }
+    // memcached refuses a line shorter than four bytes with its end (`ab\n`, `a\r\n`).
+    if nl + 1 < 4 {
+        return Parsed::Error {
+            error: ProtocolError::BadCommandLine,
+            consumed: nl + 1,
+            swallow: 0,
+            noreply: false,
+        };
     }
-}
-
-/// A malformed request. Each variant is one reply line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProtocolError {
-    /// Unknown command or wrong shape: `ERROR`.
-    UnknownCommand,
-    BadCommandLine,
-    BadDataChunk,
-    InvalidExptime,
-    InvalidDelta,
-    DeleteUsage,
-    DuplicateFlag,
-    InvalidFlag,
-    InvalidOrDuplicateFlag,
-    BadToken,
-    FlagsAreTooLong,
-    OpaqueTooLong,
-    KeyDecode,
-    MsMode,
-    MaMode,
-    BadInitial,
-    BadDeltaValue,
-}
-
-impl ProtocolError {
-    /// The reply line, without its `\r\n`.
-    pub fn message(self) -> &'static str {
-        match self {
-            ProtocolError::UnknownCommand => "ERROR",
-            ProtocolError::BadCommandLine => "CLIENT_ERROR bad command line format",
-            ProtocolError::BadDataChunk => "CLIENT_ERROR bad data chunk",
-            ProtocolError::InvalidExptime => "CLIENT_ERROR invalid exptime argument",
-            ProtocolError::InvalidDelta => "CLIENT_ERROR invalid numeric delta argument",
-            ProtocolError::DeleteUsage => {
-                "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]"
-            }
-            ProtocolError::DuplicateFlag => "CLIENT_ERROR duplicate flag",
-            ProtocolError::InvalidFlag => "CLIENT_ERROR invalid flag",
-            ProtocolError::InvalidOrDuplicateFlag => "CLIENT_ERROR invalid or duplicate flag",
-            ProtocolError::BadToken => "CLIENT_ERROR bad token in command line format",
-            ProtocolError::FlagsAreTooLong => "CLIENT_ERROR options flags are too long",
-            ProtocolError::OpaqueTooLong => "CLIENT_ERROR opaque token too long",
-            ProtocolError::KeyDecode => "CLIENT_ERROR error decoding key",
-            ProtocolError::MsMode => "CLIENT_ERROR invalid mode for ms M token",
-            ProtocolError::MaMode => "CLIENT_ERROR invalid mode for ma M token",
-            ProtocolError::BadInitial => "CLIENT_ERROR invalid numeric initial value",
-            ProtocolError::BadDeltaValue => "CLIENT_ERROR invalid numeric delta value",
-        }
+    let end = if buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let line = &buf[..end];
+    if let Some(command) = meta::command(command_word(line)) {
+        return meta::parse(command, line, nl + 1, buf, limits);
     }
+    ascii::parse(line, nl + 1, buf, limits)
 }
 
-/// Why a connection is dropped without a reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dropped {
-    /// A line past the limit (memcached closes too).
-    LineTooLong,
-    /// An HTTP request line.
-    ForeignProtocol,
-}
-
-/// The parser's answer for the bytes buffered so far.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Parsed<'a> {
-    /// A request and the input bytes it used.
-    Request(Request<'a>, usize),
-    /// Not enough input yet.
-    Incomplete,
-    /// Reply with the error (unless `noreply`), then drop `consumed` bytes of input and
-    /// `swallow` more that have not necessarily arrived yet.
-    Error {
-        error: ProtocolError,
-        consumed: usize,
-        swallow: usize,
-        noreply: bool,
-    },
-    /// Close the connection without a reply.
-    Close(Dropped),
-}
-
-/// Limits the parser enforces.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// `-I`: the largest item. A storage command whose item would be larger is answered
-    /// without buffering its data.
-    pub item_size_max: usize,
-    /// Bytes an item needs besides its key and value (the engine's header).
-    pub item_overhead: usize,
-}
-
-impl Limits {
-    pub fn too_large(&self, key_len: usize, value_len: usize) -> bool {
-        self.item_overhead + key_len + value_len > self.item_size_max
-    }
+/// memcached lets only `get ` and `gets ` lines grow past [`MAX_LINE`].
+fn is_multiget(buf: &[u8]) -> bool {
+    let start = buf.iter().take(100).take_while(|&&b| b == b' ').count();
+    let rest = &buf[start..];
+    rest.starts_with(b"get ") || rest.starts_with(b"gets ")
 }

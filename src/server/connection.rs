@@ -16,12 +16,14 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Buf, BufMut, BytesMut};
 
-use crate::command::latency::{CommandClass, LocalLatency};
 use crate::command::reply::{REPLY_FLOOR, STREAM_CAP, spare};
 use crate::command::{
-    Closed, ConnInfo, Context, Outcome, Progress, Rejected, Resume, Room, conn_state as state, line,
+    Context, Outcome, Progress, Resume, Room, latency_class, line, rejected_kind,
 };
-use crate::protocol::{Dropped, Limits, Parsed, ascii};
+use crate::protocol::{self, Dropped, Limits, Parsed};
+use crate::telemetry::conns::state;
+use crate::telemetry::latency::LocalLatency;
+use crate::telemetry::{Closed, ConnInfo, Rejected};
 
 /// Bytes asked of the socket per read (memcached reads 16 KB at a time too).
 pub(super) const READ_CHUNK: usize = 16 * 1024;
@@ -438,7 +440,7 @@ impl Connection {
                 binary_unsupported(&self.rbuf, &mut self.out);
                 return Step::Close(Closed::ProtocolError);
             }
-            let (used, outcome) = match ascii::parse(&self.rbuf, &self.limits) {
+            let (used, outcome) = match protocol::parse(&self.rbuf, &self.limits) {
                 Parsed::Incomplete => {
                     self.info.state.store(state::NREAD, Ordering::Relaxed);
                     return Step::NeedInput;
@@ -468,8 +470,7 @@ impl Connection {
                     };
                     self.swallow = req.swallow();
                     if let Some(started) = started {
-                        env.latency
-                            .record(CommandClass::of(&req), started.elapsed());
+                        env.latency.record(latency_class(&req), started.elapsed());
                     }
                     (used, outcome)
                 }
@@ -479,7 +480,7 @@ impl Connection {
                     swallow,
                     noreply,
                 } => {
-                    ctx.counters.reject(Rejected::of(error));
+                    ctx.counters.reject(rejected_kind(error));
                     if !noreply {
                         line(&mut self.out, error.message());
                     }

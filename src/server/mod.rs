@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
 
-use crate::command::{ConnInfo, Context};
+use crate::command::Context;
+use crate::telemetry::ConnInfo;
+use crate::telemetry::conns::state;
 use connection::Stream;
 use shutdown::Shutdown;
 
@@ -98,8 +100,7 @@ pub async fn run(listeners: Vec<Listener>, ctx: Arc<Context>, signal: impl Futur
             None,
             ctx.store.time().unix_now(),
         ));
-        info.state
-            .store(crate::command::conn_state::LISTENING, Ordering::Relaxed);
+        info.state.store(state::LISTENING, Ordering::Relaxed);
         ctx.register(info.clone());
         let dispatch = Dispatch {
             ctx: ctx.clone(),

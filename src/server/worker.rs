@@ -19,10 +19,10 @@ use slab::Slab;
 
 use super::DRAIN_TIMEOUT;
 use super::connection::{Connection, Env, Next, Stream};
-use crate::command::latency::LocalLatency;
-use crate::command::{Closed, ConnInfo, Context};
+use crate::command::Context;
 use crate::protocol::Limits;
-use crate::storage::item::MAX_HEADER_LEN;
+use crate::telemetry::latency::LocalLatency;
+use crate::telemetry::{Closed, ConnInfo};
 
 const WAKER: Token = Token(usize::MAX);
 /// Events taken per `epoll_wait`.
@@ -74,10 +74,7 @@ pub(super) fn spawn(
         conns: Slab::new(),
         yielded: Vec::new(),
         latency: LocalLatency::default(),
-        limits: Limits {
-            item_size_max: ctx.store.config().item_size_max,
-            item_overhead: MAX_HEADER_LEN,
-        },
+        limits: ctx.limits(),
         measure: ctx.config.metrics_port != 0,
         ctx,
         stop,

@@ -1,8 +1,9 @@
 //! set, add, replace, append, prepend and cas: a command line, then `<bytes>` of data and
 //! `\r\n` (protocol.txt, "Storage commands").
 
-use super::{Tokens, parse_i32, parse_u64, token_i32, token_u64};
-use crate::protocol::{Limits, MAX_KEY_LEN, Parsed, ProtocolError, Request, StoreMode};
+use crate::number::{parse_i32, parse_u64};
+use crate::protocol::request::{Limits, MAX_KEY_LEN, Parsed, ProtocolError, Request, StoreMode};
+use crate::protocol::tokens::{Tokens, token_i32, token_u64};
 
 /// memcached refuses lengths above `INT_MAX - 2` (room for the `\r\n`).
 const MAX_DATA_LEN: i32 = i32::MAX - 2;

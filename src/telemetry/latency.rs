@@ -10,9 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::protocol::{MetaCommand, Request};
-
-/// Upper bounds of the buckets, in seconds (metrics.md, `request_duration_seconds`).
+/// Upper bounds of the buckets, in seconds (`memcrab_request_duration_seconds`).
 pub const BUCKETS: [f64; 11] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0,
 ];
@@ -33,7 +31,8 @@ const BUCKETS_NS: [u64; 11] = [
 /// Counts per class: one per bucket and one above the last (`+Inf`).
 const SLOTS: usize = BUCKETS.len() + 1;
 
-/// The command label of the histogram.
+/// The command label of the histogram. Which request counts as which is for the commands
+/// to say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommandClass {
     Get,
@@ -65,19 +64,6 @@ impl CommandClass {
             CommandClass::Touch => "touch",
             CommandClass::Meta => "meta",
             CommandClass::Other => "other",
-        }
-    }
-
-    pub fn of(req: &Request<'_>) -> Self {
-        match req {
-            Request::Get { touch: None, .. } => CommandClass::Get,
-            Request::Get { .. } | Request::Touch { .. } => CommandClass::Touch,
-            Request::Store { .. } | Request::TooLarge { .. } => CommandClass::Set,
-            Request::Delete { .. } => CommandClass::Delete,
-            Request::Delta { .. } => CommandClass::Arith,
-            Request::Meta(m) if m.command == MetaCommand::Noop => CommandClass::Other,
-            Request::Meta(_) => CommandClass::Meta,
-            _ => CommandClass::Other,
         }
     }
 }

@@ -1,10 +1,10 @@
-use super::*;
-use crate::protocol::{ShutdownMode, StoreMode};
+//! The parser as the connection calls it: bytes in, [`Parsed`] out.
 
-const LIMITS: Limits = Limits {
-    item_size_max: 1 << 20,
-    item_overhead: 26,
-};
+mod meta;
+
+use super::*;
+
+const LIMITS: Limits = Limits::new(1 << 20, |key, value| 26 + key + value);
 
 fn p(input: &[u8]) -> Parsed<'_> {
     parse(input, &LIMITS)

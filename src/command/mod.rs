@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::protocol::{self, Limits, MetaCommand, ProtocolError, Request, ShutdownMode, StoreMode};
-use crate::storage::item::MAX_HEADER_LEN;
+use crate::storage::item;
 use crate::storage::{DeltaResult, Mode, Store, StoreError, StoreResult};
 use crate::telemetry::latency::{CommandClass, Latency};
 use crate::telemetry::{ConnInfo, Counters, Rejected};
@@ -115,7 +115,7 @@ impl Context {
     /// The limits the parser enforces for this server: `-I`, against which an item counts
     /// its key, its value and the store's longest header (`parsed_item_len`).
     pub fn limits(&self) -> Limits {
-        Limits::new(self.store.config().item_size_max, parsed_item_len)
+        Limits::new(self.store.config().item_size_max, item::limit_len)
     }
 
     pub fn register(&self, info: Arc<ConnInfo>) {
@@ -333,22 +333,6 @@ impl Context {
     }
 }
 
-/// What an item counts against `-I` when its request is parsed: its key, its value and the
-/// store's longest header ([`MAX_HEADER_LEN`]). That is never less than the store's exact
-/// length for the item, which [`Store::fits`] decides by, so a value the parser lets through
-/// is never refused by the store for its size: a value too large by itself always parses as
-/// [`Request::TooLarge`], answered without buffering its data (and a `set` drops the old
-/// value, as memcached does). Only an append or prepend can still make an item the store
-/// refuses, by what it adds to the value already stored.
-///
-/// The exact length would let values up to 4 bytes longer through (at `-I 1m` under a 1-byte
-/// key: 1,048,549 and 1,048,550 bytes, where the header's length field takes 3 bytes), which
-/// memcached 1.6.45 refuses: it counts 59 bytes besides key and value (63 with client flags).
-/// Counting the longest header keeps memcached's answer wherever memcrab has given it.
-fn parsed_item_len(key_len: usize, value_len: usize) -> usize {
-    MAX_HEADER_LEN + key_len + value_len
-}
-
 /// The class a request's latency is counted under.
 pub fn latency_class(req: &Request<'_>) -> CommandClass {
     match req {
@@ -424,7 +408,7 @@ mod tests {
         let limits = ctx.limits();
         let max = ctx.store.config().item_size_max;
         for key_len in [1, 100, protocol::MAX_KEY_LEN] {
-            let last = max - MAX_HEADER_LEN - key_len;
+            let last = max - item::MAX_HEADER_LEN - key_len;
             assert!(limits.too_large(key_len, last + 1));
             let lengths = [0, 127, 128, 16_383, 16_384].into_iter();
             for value_len in lengths.chain(last - 64..=last) {

@@ -67,7 +67,21 @@ pub fn total_len(key_len: usize, value_len: usize, flags: u32) -> usize {
     header_len(value_len, flags) + key_len + value_len
 }
 
-/// An upper bound on the total bytes, whatever the flags (for size limits).
+/// What an item counts against `-I`: its key, its value and the longest header
+/// ([`MAX_HEADER_LEN`]), whatever its flags and value length. The one size decision: the store
+/// refuses by it ([`Store::fits`](crate::storage::Store::fits)) and the parser, handed this
+/// function, answers "too large" by it before buffering a value, so the two cannot disagree.
+///
+/// The exact length ([`total_len`]) would let values up to 4 bytes longer through (at `-I 1m`
+/// under a 1-byte key: 1,048,549 and 1,048,550 bytes), which memcached 1.6.45 refuses: it
+/// counts 59 bytes besides key and value (63 with client flags). Counting the longest header
+/// keeps memcached's answer wherever memcrab has given it.
+#[inline]
+pub fn limit_len(key_len: usize, value_len: usize) -> usize {
+    MAX_HEADER_LEN + key_len + value_len
+}
+
+/// An upper bound on the total bytes, whatever the flags (for the size class of a request).
 #[inline]
 pub fn max_total_len(key_len: usize, value_len: usize) -> usize {
     total_len(key_len, value_len, 1)

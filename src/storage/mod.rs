@@ -212,14 +212,14 @@ impl Store {
 
     /// Whether an item of this key and value length can ever be stored (`-I`).
     pub fn fits(&self, key_len: usize, value_len: usize) -> bool {
-        item::max_total_len(key_len, value_len) <= self.config.item_size_max
+        item::limit_len(key_len, value_len) <= self.config.item_size_max
     }
 
     /// The largest value storable under `key_len` bytes of key.
     pub fn max_value_len(&self, key_len: usize) -> usize {
         self.config
             .item_size_max
-            .saturating_sub(item::max_total_len(key_len, 0))
+            .saturating_sub(item::limit_len(key_len, 0))
     }
 
     /// Takes a CAS value and drops it: memcached 1.6.45 takes one for every write it

@@ -96,7 +96,7 @@ impl Ctx<'_> {
 
     /// Whether an item of this key and value length can ever be stored (`-I`).
     pub(crate) fn fits(&self, key_len: usize, value_len: usize) -> bool {
-        item::max_total_len(key_len, value_len) <= self.item_size_max
+        item::limit_len(key_len, value_len) <= self.item_size_max
     }
 
     /// Whether a linked item is still visible.

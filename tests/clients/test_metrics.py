@@ -1281,6 +1281,8 @@ def memcached(tmp_path, _reaper):
     # The 1.6.45 oracle scripts/test.sh builds, else the memcached on PATH.
     binary = os.environ.get("MEMCRAB_IT_MEMCACHED") or shutil.which("memcached")
     if binary is None:
+        if os.environ.get("CI") == "true":  # CI has the oracle: its absence is a failure
+            pytest.fail("CI=true and memcached (the oracle) is not installed", pytrace=False)
         pytest.skip("memcached (the oracle) is not installed")
     proc = ServerProcess(binary, [], tmp_path / "memcached.log")
     proc.start()

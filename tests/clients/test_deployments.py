@@ -1,4 +1,5 @@
-"""The seed examples of shared/reference/deployments.md, with pymemcache."""
+"""The usual deployment patterns, with pymemcache: cache-aside with a TTL, a CAS counter,
+a FallbackClient migrating from an old pool, a telnet health check."""
 
 import json
 import socket

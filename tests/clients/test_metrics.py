@@ -1,8 +1,9 @@
 """The Prometheus endpoint (``--metrics-port``) and the ``stats`` it mirrors.
 
-The contract is shared/reference/metrics.md: memcached_exporter's names, types
-and labels (sections 2, 3, 6, 9), promtool's lint allow-list (section 7), the
-``stats`` format the exporter sidecar relies on (section 8). Here:
+The contract is memcached_exporter's: its metric names, types and labels
+(sections 2, 3, 6, 9 of the metrics reference), promtool's lint allow-list
+(section 7), the ``stats`` format the exporter sidecar relies on (section 8).
+Here:
 
 - promtool accepts the scrape, with exactly the allowed lint findings;
 - every tier-A name is there with its type, tier B once an item is stored,
@@ -44,8 +45,9 @@ DRAIN_TIMEOUT = 5.0  # SIGTERM until exit
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-# shared/reference/metrics.md, section 9, verbatim: tier, name, type, labels.
-# (If the reference is next to the repository, the test checks this copy.)
+# memcached_exporter's metrics as the metrics reference lists them (section 9), verbatim:
+# tier, name, type, labels. (When the reference is beside the repository, at REFERENCE,
+# a test checks this copy against it.)
 SECTION_9 = """
 A memcached_up gauge -
 A memcached_uptime_seconds counter -
@@ -1281,6 +1283,8 @@ def memcached(tmp_path, _reaper):
     # The 1.6.45 oracle scripts/test.sh builds, else the memcached on PATH.
     binary = os.environ.get("MEMCRAB_IT_MEMCACHED") or shutil.which("memcached")
     if binary is None:
+        if os.environ.get("CI") == "true":  # CI has the oracle: its absence is a failure
+            pytest.fail("CI=true and memcached (the oracle) is not installed", pytrace=False)
         pytest.skip("memcached (the oracle) is not installed")
     proc = ServerProcess(binary, [], tmp_path / "memcached.log")
     proc.start()

@@ -1,7 +1,7 @@
 """``stats``, ``stats settings`` and ``shutdown`` through pymemcache.
 
-The counters are the ones memcached_exporter reads (shared/reference/metrics.md,
-section 8): they must be present and parse as integers.
+The counters are the ones memcached_exporter reads from ``stats``: they must be
+present and parse as integers.
 """
 
 import re

@@ -37,7 +37,10 @@ def kind(request):
         if marker is not None:
             pytest.skip(f"memcached: {marker.args[0]}")
         if memcached_binary() is None:
-            pytest.skip("memcached not found (set MEMCRAB_FAULT_MEMCACHED)")
+            why = "memcached not found (set MEMCRAB_FAULT_MEMCACHED)"
+            if os.environ.get("CI") == "true":  # CI has the oracle: its absence is a failure
+                pytest.fail(f"CI=true and {why}", pytrace=False)
+            pytest.skip(why)
     elif memcrab_binary() is None:
         wanted = os.environ.get("MEMCRAB_BIN") or str(DEFAULT_MEMCRAB)
         pytest.fail(f"memcrab not found: {wanted} (cargo build --release)", pytrace=False)

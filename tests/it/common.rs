@@ -13,6 +13,11 @@
 //!   then `memcached` on PATH. Another release (Debian's 1.6.18) is left out
 //!   with a loud note, unless `MEMCRAB_IT_TARGETS` names memcached; where it
 //!   answers differently from 1.6.45, tests branch on `srv.legacy()`.
+//!
+//! Under CI (`CI=true`) a missing oracle, or another release standing in for
+//! it, fails the wire tests instead of leaving memcached out: a differential
+//! run without the oracle compares nothing. `MEMCRAB_IT_TARGETS=memcrab` still
+//! runs memcrab alone there, as asked (and skips the random sequences).
 
 #![allow(dead_code)]
 
@@ -74,13 +79,22 @@ pub fn memcached_bin() -> Option<PathBuf> {
         if let Some(bin) = &bin {
             let version = memcached_version(bin);
             if version.as_deref() != Some(ORACLE_VERSION) {
+                // The first line says what is left out: the summary of scripts/test.sh
+                // collects the lines that start with "SKIPPED:".
+                let first = if target_named(Kind::Memcached) == Some(true) {
+                    "NOTE: the wire tests compare with another release:"
+                } else {
+                    "SKIPPED: the memcached side of the wire tests and the random sequences:"
+                };
                 loud(&format!(
-                    "NOTE: the memcached oracle {} is version {}, not {ORACLE_VERSION}.\n\
+                    "{first}\n\
+                     the memcached oracle {} is version {}, not {ORACLE_VERSION}.\n\
                      The wire tests run against memcrab alone (the random sequences\n\
-                     are skipped): build the oracle with ../shared/oracle/build.sh or\n\
-                     set MEMCRAB_IT_MEMCACHED. MEMCRAB_IT_TARGETS=memcached,memcrab\n\
-                     compares with it anyway (tests branch on srv.legacy() where\n\
-                     1.6.18 answers otherwise, but not every case does).",
+                     are skipped; under CI=true they fail): build the oracle with\n\
+                     ../shared/oracle/build.sh or set MEMCRAB_IT_MEMCACHED.\n\
+                     MEMCRAB_IT_TARGETS=memcached,memcrab compares with it anyway (tests\n\
+                     branch on srv.legacy() where 1.6.18 answers otherwise, but not every\n\
+                     case does).",
                     bin.display(),
                     version.as_deref().unwrap_or("unknown"),
                 ));
@@ -92,7 +106,7 @@ pub fn memcached_bin() -> Option<PathBuf> {
 }
 
 /// Writes a boxed note to the process's stderr, past the test harness's output capture.
-fn loud(text: &str) {
+pub fn loud(text: &str) {
     let bar = "*".repeat(72);
     let _ = writeln!(std::io::stderr(), "\n{bar}\n{text}\n{bar}\n");
 }
@@ -114,7 +128,7 @@ pub fn legacy_oracle() -> bool {
 }
 
 /// Whether `MEMCRAB_IT_TARGETS` names `kind` (`None`: the variable is not set).
-fn target_named(kind: Kind) -> Option<bool> {
+pub fn target_named(kind: Kind) -> Option<bool> {
     match std::env::var("MEMCRAB_IT_TARGETS") {
         Ok(v) if !v.trim().is_empty() => Some(v.split(',').any(|t| t.trim() == kind.name())),
         _ => None,
@@ -129,18 +143,64 @@ fn target_enabled(kind: Kind) -> bool {
     }
 }
 
-/// The targets every wire test runs against, oracle first.
+/// True under CI (`CI=true`), where the wire tests must compare with the oracle.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Why the memcached [`ORACLE_VERSION`] oracle cannot run; `None` when it can.
+pub fn oracle_unavailable() -> Option<String> {
+    match memcached_bin() {
+        None => Some(match std::env::var("MEMCRAB_IT_MEMCACHED") {
+            Ok(p) => format!("MEMCRAB_IT_MEMCACHED={p} is not a file"),
+            Err(_) => {
+                "no memcached found (MEMCRAB_IT_MEMCACHED, /tmp/memcached-1.6.45, PATH)".to_string()
+            }
+        }),
+        Some(bin) if legacy_oracle() => Some(format!(
+            "{} is version {}, not {ORACLE_VERSION}",
+            bin.display(),
+            memcached_version(&bin).as_deref().unwrap_or("unknown")
+        )),
+        Some(_) => None,
+    }
+}
+
+/// Under CI, panics when the oracle cannot run: a differential test that compares with
+/// nothing must not pass there. Build it with ../shared/oracle/build.sh. A run that leaves
+/// memcached out by name (`MEMCRAB_IT_TARGETS=memcrab`) is not stopped.
+#[track_caller]
+pub fn fail_under_ci_without_oracle(what: &str) {
+    if !under_ci() || target_named(Kind::Memcached) == Some(false) {
+        return;
+    }
+    if let Some(why) = oracle_unavailable() {
+        panic!(
+            "CI=true and {why}: {what} cannot compare with memcached {ORACLE_VERSION}. \
+             Build the oracle with ../shared/oracle/build.sh (scripts/test.sh does) or set \
+             MEMCRAB_IT_MEMCACHED to it"
+        );
+    }
+}
+
+/// The targets every wire test runs against, oracle first. Under CI, without
+/// `MEMCRAB_IT_TARGETS`, panics when the oracle cannot run.
 pub fn targets() -> Vec<Kind> {
     let mut out = Vec::new();
+    if target_named(Kind::Memcached).is_none() {
+        fail_under_ci_without_oracle("the wire tests");
+    }
     if target_enabled(Kind::Memcached) {
         if memcached_bin().is_some() {
             out.push(Kind::Memcached);
         } else {
+            fail_under_ci_without_oracle("the wire tests");
             static NOTE: OnceLock<()> = OnceLock::new();
             NOTE.get_or_init(|| {
                 loud(
-                    "NOTE: no memcached found (MEMCRAB_IT_MEMCACHED, /tmp/memcached-1.6.45,\n\
-                     PATH): the wire tests run against memcrab alone.",
+                    "SKIPPED: the memcached side of the wire tests: no memcached found\n\
+                     (MEMCRAB_IT_MEMCACHED, /tmp/memcached-1.6.45, PATH): the wire tests\n\
+                     run against memcrab alone (under CI=true they fail).",
                 )
             });
         }

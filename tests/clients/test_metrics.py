@@ -456,7 +456,7 @@ def test_promtool_check_metrics(start_server):
 
 
 def section_9():
-    """[(tier, name, type, label names)] of metrics.md section 9."""
+    """[(tier, name, type, label names)] of the exporter contract's metric table."""
     rows = []
     for line in SECTION_9.strip().splitlines():
         tier, name, kind, labels = line.split()
@@ -1364,7 +1364,7 @@ TEXT_STATS = ("version", "libevent", "slab_reassign_last_busy_status")
 
 
 def test_stats_exporter_contract(start_server):
-    """metrics.md section 8, on memcrab's reply to the same commands."""
+    """The stats names memcached_exporter reads, on memcrab's reply to the same commands."""
     server = start_server()
     replies = run_common(server)
     problems = []

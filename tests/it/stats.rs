@@ -2,7 +2,7 @@
 //! shape (names present, values numeric where memcached's are, relations
 //! between counters), since the values differ between servers.
 //!
-//! The name lists are the exporter contract from metrics.md section 8.
+//! The name lists are the exporter contract: the stats names memcached_exporter reads.
 
 use crate::common::*;
 

@@ -16,10 +16,11 @@ cd "$(dirname "$0")/.."
 #   proxy tests; prometheus: promtool and a real scraper.
 # build-essential autoconf automake libevent-dev libssl-dev libsasl2-dev: what
 #   ../shared/oracle/build.sh needs to build memcached 1.6.45, the release memcrab answers as.
+# libsasl2-modules: the PLAIN mechanism, for the oracle's SASL (-S) and pylibmc's.
 # libc6-dev and binutils: the static glibc build and strip for the container image
 #   (scripts/build-static.sh).
 APT_PACKAGES=(memcached libmemcached-tools nutcracker prometheus
-    build-essential autoconf automake libevent-dev libssl-dev libsasl2-dev
+    build-essential autoconf automake libevent-dev libssl-dev libsasl2-dev libsasl2-modules
     libc6-dev binutils)
 PIP_REQUIREMENTS=(tests/clients/requirements.txt tests/container/requirements.txt)
 
@@ -31,7 +32,7 @@ missing_apt() {
 }
 
 pip_ok() {
-    python3 -c 'import pytest, pymemcache, yaml, kubernetes_validate' 2>/dev/null &&
+    python3 -c 'import pytest, pymemcache, pylibmc, yaml, kubernetes_validate' 2>/dev/null &&
         command -v hadolint >/dev/null
 }
 

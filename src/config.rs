@@ -3,9 +3,11 @@
 //! memcached does, with its messages, and builds the [`Config`] the rest of the server reads.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{ArgAction, Parser};
 
+use crate::auth::Passwords;
 use crate::storage::StoreConfig;
 
 /// Raw flags, named and defaulted as memcached names and defaults them.
@@ -107,7 +109,7 @@ pub struct Cli {
     /// Max item size (k and m suffixes), at least 1k
     #[arg(short = 'I', long = "max-item-size", default_value = "1m")]
     pub max_item_size: String,
-    /// SASL authentication (not supported yet)
+    /// SASL authentication (PLAIN, users in $MEMCACHED_SASL_PWDB); binary protocol only
     #[arg(short = 'S', long = "enable-sasl")]
     pub sasl: bool,
     /// Disable flush_all
@@ -119,7 +121,7 @@ pub struct Cli {
     /// Disable watch commands
     #[arg(short = 'W', long = "disable-watch")]
     pub disable_watch: bool,
-    /// ASCII authentication file (not supported yet)
+    /// ASCII authentication: a file of user:password lines; text protocol only
     #[arg(short = 'Y', long = "auth-file")]
     pub auth_file: Option<PathBuf>,
     /// Memory file for warm restarts (not supported yet)
@@ -207,6 +209,11 @@ pub struct Config {
     /// the socket). `None`: the default, [`Config::buffer_limit`]; `Some(0)`: unlimited, as
     /// memcached's 0 means.
     pub read_buf_mem_limit: Option<usize>,
+    /// `-S`: SASL over the binary protocol, checked against this password database
+    /// (`$MEMCACHED_SASL_PWDB`, read at every attempt).
+    pub sasl_pwdb: Option<PathBuf>,
+    /// `-Y`: ASCII authentication, the file's path and its entries (read at start-up).
+    pub ascii_auth: Option<(PathBuf, Arc<Passwords>)>,
     pub store: StoreConfig,
 }
 
@@ -414,14 +421,53 @@ impl Cli {
                 ));
             }
         };
+        // memcached speaks only the protocol its authentication works in.
+        let protocol = if self.sasl {
+            Binding::Binary
+        } else if self.auth_file.is_some() {
+            Binding::Ascii
+        } else {
+            protocol
+        };
+        let sasl_pwdb = if self.sasl {
+            match std::env::var_os("MEMCACHED_SASL_PWDB") {
+                Some(path) => Some(PathBuf::from(path)),
+                None => {
+                    return err(
+                        "SASL (-S) needs MEMCACHED_SASL_PWDB: memcrab checks SASL PLAIN against \
+                         memcached's password database (user@realm:password lines), not a sasldb",
+                    );
+                }
+            }
+        } else {
+            None
+        };
+        let ascii_auth = match &self.auth_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read(path).map_err(|e| {
+                    let why = e.to_string();
+                    let why = why.split(" (os error").next().unwrap_or(&why).to_string();
+                    ConfigError(format!(
+                        "Could not open authfile [{}] for reading, error {why}: {why}",
+                        path.display()
+                    ))
+                })?;
+                let entries = Passwords::auth_file(&text).ok_or_else(|| {
+                    ConfigError(format!(
+                        "Authfile [{}] has a malformed entry. Should be 'user:password'",
+                        path.display()
+                    ))
+                })?;
+                Some((path.clone(), Arc::new(entries)))
+            }
+        };
         if self.udp_port != 0 {
             return err(
                 "UDP is not supported by memcrab: use -U 0 (the memcached 1.6 default) or leave -U out",
             );
         }
         for (on, what) in [
-            (self.sasl, "SASL (-S)"),
-            (self.auth_file.is_some(), "ASCII authentication (-Y)"),
             (self.ssl, "TLS (-Z)"),
             (self.memory_file.is_some(), "a memory file (-e)"),
         ] {
@@ -478,6 +524,8 @@ impl Cli {
             lru_crawler_tocrawl: 0,
             track_sizes: false,
             metrics_port: self.metrics_port,
+            sasl_pwdb,
+            ascii_auth,
             read_buf_mem_limit: None,
             store: StoreConfig {
                 limit_bytes,

@@ -21,6 +21,7 @@
 //! every complete request in the read buffer has run, the connection writes all replies
 //! with one write.
 
+pub mod auth;
 pub mod command;
 pub mod config;
 pub mod metrics;

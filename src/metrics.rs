@@ -172,12 +172,20 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     ("memcrab_meta_commands_total", "Meta commands processed."),
     (
+        "memcrab_auth_commands_total",
+        "Authentication attempts: SASL auth and step (-S), ASCII authentication (-Y) (stats auth_cmds).",
+    ),
+    (
+        "memcrab_auth_errors_total",
+        "Failed authentication attempts (stats auth_errors).",
+    ),
+    (
         "memcrab_connections_closed_total",
         "Connections closed, by reason (client, quit, protocol_error, idle_timeout, shutdown, io_error, out_of_memory).",
     ),
     (
         "memcrab_protocol_errors_total",
-        "Rejected input, by kind (unknown_command, bad_command_line, bad_data_chunk, line_too_long, foreign_protocol, binary_rejected, too_large, out_of_memory).",
+        "Rejected input, by kind (unknown_command, bad_command_line, bad_data_chunk, line_too_long, foreign_protocol, binary_invalid, too_large, out_of_memory).",
     ),
     (
         "memcrab_connection_buffer_oom_total",
@@ -466,6 +474,8 @@ impl Exporter {
         counter!("memcrab_reaper_items_checked_total").absolute(s.ops.crawler_items_checked);
         counter!("memcrab_reaper_runs_total").absolute(passes);
         counter!("memcrab_meta_commands_total").absolute(load(&c.meta_cmds));
+        counter!("memcrab_auth_commands_total").absolute(load(&c.auth_cmds));
+        counter!("memcrab_auth_errors_total").absolute(load(&c.auth_errors));
         for why in Closed::ALL {
             counter!("memcrab_connections_closed_total", "reason" => why.name())
                 .absolute(load(&c.closed[why as usize]));

@@ -6,13 +6,17 @@
 //! - a request's keys are 1 to 250 bytes without spaces or line ends, a stored value fits
 //!   `-I`;
 //! - a reply never buffers more than the stream cap plus one value (the reply memory bound);
-//! - a paused (streaming) request always makes progress when resumed.
+//! - a paused (streaming) request always makes progress when resumed;
+//! - binary requests (a connection whose first byte is 0x80): every declared length is
+//!   checked before use, a request consumes between 1 byte and what is buffered, and no
+//!   value over `-I` is ever waited for.
 
 use std::sync::{Arc, Mutex};
 
 use memcrab::command::reply::STREAM_CAP;
-use memcrab::command::{Context, Progress, Resume, Room, line};
+use memcrab::command::{Context, Progress, Resume, Room, Session, binary_error, line};
 use memcrab::config::{Action, Cli, Config};
+use memcrab::protocol::binary::{self, BinParsed};
 use memcrab::protocol::{self, Limits, MAX_KEY_LEN, Parsed, Request};
 use memcrab::storage::{ManualClock, Store};
 use memcrab::telemetry::ConnInfo;
@@ -29,6 +33,9 @@ pub struct Driver {
     pub replies: Vec<u8>,
     swallow: usize,
     closed: bool,
+    /// Decided by the first byte, as `-B auto` does.
+    binary: Option<bool>,
+    session: Session,
 }
 
 impl Driver {
@@ -48,6 +55,8 @@ impl Driver {
             replies: Vec::new(),
             swallow: 0,
             closed: false,
+            binary: None,
+            session: Session::default(),
         }
     }
 
@@ -72,9 +81,12 @@ impl Driver {
             if buf.is_empty() || self.swallow > 0 {
                 break;
             }
-            if buf[0] == 0x80 {
-                self.closed = true;
-                break;
+            if *self.binary.get_or_insert(buf[0] == binary::REQUEST_MAGIC) {
+                match self.binary_step(at) {
+                    Some(used) => at += used,
+                    None => break,
+                }
+                continue;
             }
             match protocol::parse(buf, &self.limits) {
                 Parsed::Incomplete => break,
@@ -113,6 +125,95 @@ impl Driver {
             }
         }
         self.input.drain(..at);
+    }
+}
+
+impl Driver {
+    /// One binary request from `input[at..]`: `Some(bytes taken)`, `None` to stop (more
+    /// input needed, or the connection closed).
+    fn binary_step(&mut self, at: usize) -> Option<usize> {
+        let buf = &self.input[at..];
+        let limits = self.limits;
+        let parsed = binary::parse(buf, |k, v| !limits.too_large(k, v), false);
+        let used = match parsed {
+            BinParsed::Incomplete(need) => {
+                assert!(need > buf.len(), "incomplete at {} of {need}", buf.len());
+                // Never a wait for more than a header, key and extras, or a storable value.
+                let most = binary::HEADER_LEN + 255 + 65_535 + 2 * self.ctx.config.store.item_size_max;
+                assert!(need <= most, "waits for {need} bytes");
+                return None;
+            }
+            BinParsed::Request(header, command, used) => {
+                assert!(used >= binary::HEADER_LEN && used <= buf.len());
+                if let binary::Command::Store { key, value, .. } = command {
+                    check_key(key);
+                    assert!(!limits.too_large(key.len(), value.len()));
+                }
+                let bound = STREAM_CAP + self.ctx.config.store.item_size_max + 64 * 1024;
+                let mut out = Vec::new();
+                let mut charged = 0;
+                let mut room = Room {
+                    budget: &self.ctx.buffers,
+                    charged: &mut charged,
+                    sent: 0,
+                };
+                let progress = self.ctx.execute_binary(
+                    &header,
+                    &command,
+                    &mut self.session,
+                    &mut out,
+                    &mut room,
+                );
+                self.ctx.buffers.credit(charged);
+                assert!(out.len() <= bound, "a reply buffered {} bytes", out.len());
+                self.replies.extend_from_slice(&out);
+                match progress {
+                    Progress::Done(memcrab::command::Outcome::Continue) => used,
+                    // Nothing is waiting to drain here: a pause is a stuck request.
+                    Progress::Paused => panic!("a binary request paused with nothing unsent"),
+                    Progress::Done(_) => {
+                        self.closed = true;
+                        return None;
+                    }
+                }
+            }
+            BinParsed::TooLarge {
+                header,
+                op,
+                key,
+                used,
+                skip,
+                ..
+            } => {
+                assert!(used <= buf.len());
+                self.ctx.binary_too_large(&header, op, key, &mut self.replies);
+                self.swallow = usize::try_from(skip).unwrap_or(usize::MAX);
+                used
+            }
+            BinParsed::SaslTooLong { header, used, skip } => {
+                self.ctx
+                    .binary_sasl_too_long(&header, &mut self.session, &mut self.replies);
+                self.swallow = usize::try_from(skip).unwrap_or(usize::MAX);
+                used
+            }
+            BinParsed::Unknown { header, used, skip } => {
+                assert!(used <= buf.len());
+                binary_error(&mut self.replies, &header, binary::status::UNKNOWN_COMMAND);
+                self.swallow = usize::try_from(skip).unwrap_or(usize::MAX);
+                used
+            }
+            BinParsed::Fatal { header, status } => {
+                binary_error(&mut self.replies, &header, status);
+                self.closed = true;
+                return None;
+            }
+            BinParsed::BadMagic => {
+                self.closed = true;
+                return None;
+            }
+        };
+        assert!(used > 0);
+        Some(used)
     }
 }
 

@@ -6,6 +6,8 @@
 //! a `get` copies each value once, from the item under the shard lock into the bytes that
 //! go to the socket.
 
+mod auth;
+mod binary;
 mod dump;
 mod meta;
 pub mod reply;
@@ -26,6 +28,8 @@ use crate::storage::{DeltaResult, Mode, Store, StoreError, StoreResult};
 use crate::telemetry::latency::{CommandClass, Latency};
 use crate::telemetry::{ConnInfo, Counters, Rejected};
 
+pub use auth::Session;
+pub use binary::error as binary_error;
 pub use reply::{Admit, BufferBudget, Room};
 pub use stats::active_classes;
 
@@ -92,6 +96,8 @@ pub struct Context {
     /// taken per keyed request only while detail is on (memcached does the same).
     detail_on: AtomicBool,
     detail: Mutex<dump::Detail>,
+    /// This host's name: the realm of SASL user names without one.
+    hostname: String,
 }
 
 impl Context {
@@ -109,6 +115,7 @@ impl Context {
             latency: Latency::default(),
             detail_on: AtomicBool::new(config_detail),
             detail: Mutex::new(dump::Detail::default()),
+            hostname: crate::auth::hostname(),
         }
     }
 

@@ -72,28 +72,11 @@ impl Context {
             }
         }
         match sub {
-            b"" => self.stats_general(out),
             b"reset" => {
-                self.store.reset_stats();
-                for c in [
-                    &self.counters.total_connections,
-                    &self.counters.rejected_connections,
-                    &self.counters.bytes_read,
-                    &self.counters.bytes_written,
-                    &self.counters.conn_yields,
-                    &self.counters.idle_kicks,
-                    &self.counters.listen_disabled_num,
-                    &self.counters.meta_cmds,
-                ] {
-                    c.store(0, Ordering::Relaxed);
-                }
+                self.reset_stats();
                 line(out, "RESET");
                 return Progress::DONE;
             }
-            b"settings" => self.stats_settings(out),
-            b"items" => self.stats_items(out),
-            b"slabs" => self.stats_slabs(out),
-            b"sizes" => self.stats_sizes(out),
             b"conns" => self.stats_conns(conn, out),
             b"detail" => {
                 self.stats_detail(words.next().unwrap_or(b""), out);
@@ -103,13 +86,48 @@ impl Context {
                 let rest: Vec<&[u8]> = words.collect();
                 return self.stats_cachedump(&rest, out, room, resume);
             }
-            _ => {
-                line(out, "ERROR");
-                return Progress::DONE;
+            page => {
+                if !self.stats_page(page, out) {
+                    line(out, "ERROR");
+                    return Progress::DONE;
+                }
             }
         }
         line(out, "END");
         Progress::DONE
+    }
+
+    /// The `STAT name value` lines of one of the groups both protocols serve (the general
+    /// stats, `settings`, `items`, `slabs`, `sizes`); false for any other group.
+    pub(super) fn stats_page(&self, group: &[u8], out: &mut Vec<u8>) -> bool {
+        match group {
+            b"" => self.stats_general(out),
+            b"settings" => self.stats_settings(out),
+            b"items" => self.stats_items(out),
+            b"slabs" => self.stats_slabs(out),
+            b"sizes" => self.stats_sizes(out),
+            _ => return false,
+        }
+        true
+    }
+
+    /// `stats reset`: the counters memcached resets.
+    pub(super) fn reset_stats(&self) {
+        self.store.reset_stats();
+        for c in [
+            &self.counters.total_connections,
+            &self.counters.rejected_connections,
+            &self.counters.bytes_read,
+            &self.counters.bytes_written,
+            &self.counters.conn_yields,
+            &self.counters.idle_kicks,
+            &self.counters.listen_disabled_num,
+            &self.counters.meta_cmds,
+            &self.counters.auth_cmds,
+            &self.counters.auth_errors,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
     }
 
     fn stats_general(&self, out: &mut Vec<u8>) {
@@ -169,8 +187,8 @@ impl Context {
         stat(out, "touch_misses", s.ops.touch_misses);
         stat(out, "store_too_large", s.ops.store_too_large);
         stat(out, "store_no_memory", s.ops.store_no_memory);
-        stat(out, "auth_cmds", 0);
-        stat(out, "auth_errors", 0);
+        stat(out, "auth_cmds", load(&c.auth_cmds));
+        stat(out, "auth_errors", load(&c.auth_errors));
         if self.config.idle_timeout > 0 {
             stat(out, "idle_kicks", load(&c.idle_kicks));
         }
@@ -282,8 +300,11 @@ impl Context {
                 Binding::Binary => "binary",
             },
         );
-        stat(out, "auth_enabled_sasl", "no");
-        stat(out, "auth_enabled_ascii", "no");
+        stat(out, "auth_enabled_sasl", yes_no(cfg.sasl_pwdb.is_some()));
+        match &cfg.ascii_auth {
+            Some((path, _)) => stat(out, "auth_enabled_ascii", path.display()),
+            None => stat(out, "auth_enabled_ascii", "no"),
+        }
         stat(out, "item_size_max", st.item_size_max);
         stat(out, "maxconns_fast", yes_no(cfg.maxconns_fast));
         stat(out, "hashpower_init", cfg.hashpower);

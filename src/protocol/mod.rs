@@ -9,6 +9,7 @@
 //! (`request`) and one tokenizer (`tokens`), and never call each other.
 
 pub mod ascii;
+pub mod binary;
 pub mod meta;
 mod request;
 #[cfg(test)]

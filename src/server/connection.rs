@@ -16,13 +16,16 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Buf, BufMut, BytesMut};
 
+use crate::command;
 use crate::command::reply::{REPLY_FLOOR, STREAM_CAP, spare};
 use crate::command::{
-    Context, Outcome, Progress, Resume, Room, latency_class, line, rejected_kind,
+    Context, Outcome, Progress, Resume, Room, Session, latency_class, line, rejected_kind,
 };
-use crate::protocol::{self, Dropped, Limits, Parsed};
+use crate::config::Binding;
+use crate::protocol::binary::{self, BinParsed};
+use crate::protocol::{self, Dropped, Limits, Parsed, Request, StoreMode};
 use crate::telemetry::conns::state;
-use crate::telemetry::latency::LocalLatency;
+use crate::telemetry::latency::{CommandClass, LocalLatency};
 use crate::telemetry::{Closed, ConnInfo, Rejected};
 
 /// Bytes asked of the socket per read (memcached reads 16 KB at a time too).
@@ -165,6 +168,14 @@ pub(super) struct Connection {
     /// Bytes charged to the buffer budget for the read and reply buffers beyond their floors.
     read_charged: usize,
     out_charged: usize,
+    /// The protocol this connection speaks: fixed by `-B`, or (`-B auto`, memcached's
+    /// default) by its first byte. `None` until then.
+    binary: Option<bool>,
+    /// Whether it has authenticated (`-S`, `-Y`).
+    session: Session,
+    /// Replies in `out` that a binary no-op flushed: memcached sends them even if a bad
+    /// header then closes the connection; the replies after them it drops.
+    flushed: usize,
 }
 
 impl Connection {
@@ -183,6 +194,9 @@ impl Connection {
             resume: Resume::Start,
             read_charged: 0,
             out_charged: 0,
+            binary: None,
+            session: Session::default(),
+            flushed: 0,
         }
     }
 
@@ -380,6 +394,7 @@ impl Connection {
         }
         self.out.clear();
         self.sent = 0;
+        self.flushed = 0;
         if self.out.capacity() > OUT_FLUSH * 2 {
             self.out.shrink_to(READ_CHUNK);
         }
@@ -435,10 +450,40 @@ impl Connection {
             }
             let mark = self.out.len();
             let started = env.measure.then(std::time::Instant::now);
-            if self.rbuf[0] == BINARY_REQUEST_MAGIC {
-                ctx.counters.reject(Rejected::BinaryRejected);
-                binary_unsupported(&self.rbuf, &mut self.out);
-                return Step::Close(Closed::ProtocolError);
+            let binary = *self.binary.get_or_insert(match ctx.config.protocol {
+                Binding::Binary => true,
+                Binding::Ascii => false,
+                Binding::Auto => self.rbuf[0] == binary::REQUEST_MAGIC,
+            });
+            if binary {
+                match self.process_binary(env, started) {
+                    Ok((used, outcome)) => {
+                        self.rbuf.advance(used);
+                        self.settle(ctx);
+                        *handled += 1;
+                        match outcome {
+                            Outcome::Continue => continue,
+                            Outcome::Close => return Step::Close(Closed::Quit),
+                            Outcome::Shutdown => unreachable!("no binary shutdown"),
+                        }
+                    }
+                    Err(Step::OutFull) => {
+                        *handled = per_event;
+                        return Step::OutFull;
+                    }
+                    Err(step) => return step,
+                }
+            }
+            if ctx.config.ascii_auth.is_some() && !self.session.authenticated {
+                match self.process_unauthenticated(ctx) {
+                    Ok(used) => {
+                        self.rbuf.advance(used);
+                        self.settle(ctx);
+                        *handled += 1;
+                        continue;
+                    }
+                    Err(step) => return step,
+                }
             }
             let (used, outcome) = match protocol::parse(&self.rbuf, &self.limits) {
                 Parsed::Incomplete => {
@@ -501,6 +546,126 @@ impl Connection {
                     *env.stop_requested = true;
                     return Step::Close(Closed::Shutdown);
                 }
+            }
+        }
+    }
+
+    /// `-Y` before the connection authenticated: a `set` whose data is `user password`
+    /// authenticates it; `quit` closes; anything else gets memcached's
+    /// `CLIENT_ERROR unauthenticated`, and the rest of what was read is dropped (and the
+    /// replies to it not yet sent), as memcached drops them. `Ok(bytes taken)` or
+    /// `Err(step)`.
+    fn process_unauthenticated(&mut self, ctx: &Context) -> Result<usize, Step> {
+        if self.rbuf[0] == binary::REQUEST_MAGIC {
+            ctx.counters.reject(Rejected::BinaryInvalid);
+            return Err(Step::Close(Closed::ProtocolError));
+        }
+        match protocol::parse(&self.rbuf, &self.limits) {
+            Parsed::Incomplete => {
+                self.info.state.store(state::NREAD, Ordering::Relaxed);
+                Err(Step::NeedInput)
+            }
+            Parsed::Close(_) => Err(Step::Close(Closed::ProtocolError)),
+            Parsed::Request(Request::Quit, _) => Err(Step::Close(Closed::Quit)),
+            Parsed::Request(
+                Request::Store {
+                    mode: StoreMode::Set,
+                    value,
+                    ..
+                },
+                used,
+            ) => {
+                // Answered even with `noreply`, as memcached does.
+                let reply = ctx.ascii_authenticate(value, &mut self.session);
+                line(&mut self.out, reply);
+                Ok(used)
+            }
+            Parsed::Request(..) | Parsed::Error { .. } => {
+                // memcached answers this alone: replies of the same read not yet sent go.
+                self.out.truncate(self.sent.min(self.out.len()));
+                line(&mut self.out, "CLIENT_ERROR unauthenticated");
+                Ok(self.rbuf.len())
+            }
+        }
+    }
+
+    /// Runs the binary request at the start of the read buffer: `Ok((bytes taken, what
+    /// next))`, or `Err(step)` when it cannot run now (more input, a paused reply, a close).
+    fn process_binary(
+        &mut self,
+        env: &mut Env<'_>,
+        started: Option<std::time::Instant>,
+    ) -> Result<(usize, Outcome), Step> {
+        let ctx = env.ctx;
+        let limits = self.limits;
+        let auth_required = ctx.config.sasl_pwdb.is_some() && !self.session.authenticated;
+        let fits = |key, value| !limits.too_large(key, value);
+        match binary::parse(&self.rbuf, fits, auth_required) {
+            BinParsed::Incomplete(_) => {
+                self.info.state.store(state::NREAD, Ordering::Relaxed);
+                Err(Step::NeedInput)
+            }
+            BinParsed::Request(header, command, used) => {
+                let mut room = Room {
+                    budget: &ctx.buffers,
+                    charged: &mut self.out_charged,
+                    sent: self.sent,
+                };
+                let progress = ctx.execute_binary(
+                    &header,
+                    &command,
+                    &mut self.session,
+                    &mut self.out,
+                    &mut room,
+                );
+                let Progress::Done(outcome) = progress else {
+                    // Runs again once the replies so far are sent (see `process`).
+                    self.settle(ctx);
+                    return Err(Step::OutFull);
+                };
+                if header.opcode == binary::opcode::NOOP {
+                    self.flushed = self.out.len();
+                }
+                if let Some(started) = started {
+                    env.latency
+                        .record(binary_latency_class(&command), started.elapsed());
+                }
+                Ok((used, outcome))
+            }
+            BinParsed::TooLarge {
+                header,
+                op,
+                key,
+                used,
+                skip,
+                ..
+            } => {
+                ctx.binary_too_large(&header, op, key, &mut self.out);
+                self.swallow = usize::try_from(skip).unwrap_or(usize::MAX);
+                Ok((used, Outcome::Continue))
+            }
+            BinParsed::SaslTooLong { header, used, skip } => {
+                ctx.binary_sasl_too_long(&header, &mut self.session, &mut self.out);
+                self.swallow = usize::try_from(skip).unwrap_or(usize::MAX);
+                Ok((used, Outcome::Continue))
+            }
+            BinParsed::Unknown { header, used, skip } => {
+                ctx.counters.reject(Rejected::UnknownCommand);
+                command::binary_error(&mut self.out, &header, binary::status::UNKNOWN_COMMAND);
+                // memcached's count: the body again, after the key and extras it read.
+                self.swallow = usize::try_from(skip).unwrap_or(usize::MAX);
+                Ok((used, Outcome::Continue))
+            }
+            BinParsed::Fatal { header, status } => {
+                ctx.counters.reject(Rejected::BinaryInvalid);
+                command::binary_error(&mut self.out, &header, status);
+                Err(Step::Close(Closed::ProtocolError))
+            }
+            BinParsed::BadMagic => {
+                // memcached closes at once: the replies it had not sent yet are lost.
+                ctx.counters.reject(Rejected::BinaryInvalid);
+                self.out.truncate(self.flushed.max(self.sent));
+                Err(Step::Close(Closed::ProtocolError))
             }
         }
     }
@@ -582,22 +747,17 @@ impl Connection {
     }
 }
 
-/// The first byte of a binary-protocol request.
-const BINARY_REQUEST_MAGIC: u8 = 0x80;
-
-/// Answers a binary-protocol request, which this server does not speak yet, the way a binary
-/// server answers an opcode it does not know (status 0x0081 "Unknown command", the request's
-/// opcode and opaque echoed), so a binary client reports an error instead of waiting; the
-/// connection then closes.
-fn binary_unsupported(request: &[u8], out: &mut Vec<u8>) {
-    const BODY: &[u8] = b"Unknown command";
-    let opcode = request.get(1).copied().unwrap_or(0);
-    let opaque = request.get(12..16).unwrap_or(&[0; 4]);
-    out.extend_from_slice(&[0x81, opcode, 0, 0, 0, 0, 0x00, 0x81]);
-    out.extend_from_slice(&(BODY.len() as u32).to_be_bytes());
-    out.extend_from_slice(opaque);
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(BODY);
+/// The latency class of a binary request.
+fn binary_latency_class(command: &binary::Command<'_>) -> CommandClass {
+    use binary::Command as C;
+    match command {
+        C::Get { touch: None, .. } => CommandClass::Get,
+        C::Get { .. } | C::Touch { .. } => CommandClass::Touch,
+        C::Store { .. } => CommandClass::Set,
+        C::Delete { .. } => CommandClass::Delete,
+        C::Arithmetic { .. } => CommandClass::Arith,
+        _ => CommandClass::Other,
+    }
 }
 
 /// Why a read failed.

@@ -29,6 +29,9 @@ pub struct Counters {
     /// Runs of the background reaper (`lru_crawler_starts`).
     pub reaper_runs: AtomicU64,
     pub meta_cmds: AtomicU64,
+    /// Authentication attempts (SASL auth and step, ASCII authentication) and the failed.
+    pub auth_cmds: AtomicU64,
+    pub auth_errors: AtomicU64,
     /// Capacity of all connections' read and write buffers (memory outside `-m`).
     pub read_buffer_bytes: AtomicI64,
     pub write_buffer_bytes: AtomicI64,
@@ -50,8 +53,9 @@ pub enum Rejected {
     LineTooLong,
     /// An HTTP request line: the connection is closed.
     ForeignProtocol,
-    /// A binary-protocol request: answered "Unknown command", the connection is closed.
-    BinaryRejected,
+    /// A binary header memcached refuses (a wrong magic byte, lengths that do not add up, a
+    /// key over 250 bytes, lengths an opcode does not take): the connection is closed.
+    BinaryInvalid,
     /// `SERVER_ERROR object too large for cache`.
     TooLarge,
     /// `SERVER_ERROR out of memory ...`.
@@ -65,7 +69,7 @@ impl Rejected {
         Rejected::BadDataChunk,
         Rejected::LineTooLong,
         Rejected::ForeignProtocol,
-        Rejected::BinaryRejected,
+        Rejected::BinaryInvalid,
         Rejected::TooLarge,
         Rejected::OutOfMemory,
     ];
@@ -78,7 +82,7 @@ impl Rejected {
             Rejected::BadDataChunk => "bad_data_chunk",
             Rejected::LineTooLong => "line_too_long",
             Rejected::ForeignProtocol => "foreign_protocol",
-            Rejected::BinaryRejected => "binary_rejected",
+            Rejected::BinaryInvalid => "binary_invalid",
             Rejected::TooLarge => "too_large",
             Rejected::OutOfMemory => "out_of_memory",
         }

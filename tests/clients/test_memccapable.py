@@ -1,7 +1,9 @@
-"""libmemcached's ``memccapable`` (Debian package libmemcached-tools), ASCII only.
+"""libmemcached's ``memccapable`` (Debian package libmemcached-tools): the ASCII and the
+binary checks.
 
-``memccapable -a`` runs the 27 ASCII checks below (libmemcached-awesome 1.1.4)
-and flushes the server it is pointed at, so it gets a server of its own.
+``memccapable -a`` runs the 27 ASCII checks below (libmemcached-awesome 1.1.4),
+``memccapable -b`` the 27 binary ones; each flushes the server it is pointed at,
+so it gets a server of its own. All 27 binary checks pass against memcached 1.6.45.
 All 27 pass against memcached 1.6.18. Two fail against memcached 1.6.45, the
 release memcrab answers as: "ascii delete" and "ascii delete noreply" send
 ``delete`` without a key and ``delete a b c d e`` and expect ``ERROR`` for
@@ -29,6 +31,15 @@ ASCII_CHECKS = [
     "ascii delete", "ascii delete noreply", "ascii incr", "ascii incr noreply",
     "ascii decr", "ascii decr noreply", "ascii append", "ascii append noreply",
     "ascii prepend", "ascii prepend noreply", "ascii stat",
+]  # fmt: skip
+
+BINARY_CHECKS = [
+    "binary noop", "binary quit", "binary quitq", "binary set", "binary setq",
+    "binary flush", "binary flushq", "binary add", "binary addq", "binary replace",
+    "binary replaceq", "binary delete", "binary deleteq", "binary get", "binary getq",
+    "binary getk", "binary getkq", "binary incr", "binary incrq", "binary decr",
+    "binary decrq", "binary version", "binary append", "binary appendq",
+    "binary prepend", "binary prependq", "binary stat",
 ]  # fmt: skip
 
 # Checks that fail against memcached 1.6.45 itself (see the module's docstring).
@@ -71,4 +82,15 @@ def test_memccapable_ascii(server):
     if not known:
         assert "[FAIL]" not in stdout + stderr, output
         assert result.returncode == 0, output
+    assert server.is_running()
+
+
+def test_memccapable_binary(server):
+    result = run_memccapable(server, "-b")
+    stdout, stderr = result.stdout, result.stderr
+    output = f"stdout:\n{stdout}\nstderr:\n{stderr}"
+    failed = [c for c in BINARY_CHECKS if not check_passed(c, stdout)]
+    assert not failed, f"memccapable checks not passed: {failed}\n{output}"
+    assert "[FAIL]" not in stdout + stderr, output
+    assert result.returncode == 0, output
     assert server.is_running()

@@ -670,7 +670,7 @@ def test_connections_closed_by_reason_and_get_expired(start_server):
 
 ERROR_KINDS = {
     "unknown_command", "bad_command_line", "bad_data_chunk", "line_too_long",
-    "foreign_protocol", "binary_rejected", "too_large", "out_of_memory",
+    "foreign_protocol", "binary_invalid", "too_large", "out_of_memory",
 }  # fmt: skip
 
 
@@ -707,7 +707,9 @@ def test_protocol_errors_by_kind(start_server):
         (b"set k 0 0 1\r\nxyz\r\n", b"CLIENT_ERROR bad data chunk\r\n", "bad_data_chunk"),
         (b"set k 0 0 2000000\r\n" + b"x" * 2_000_000 + b"\r\n", b"SERVER_ERROR object too large for cache\r\n", "too_large"),
         (b"GET / HTTP/1.1\r\n", b"", "foreign_protocol"),
-        (b"\x80\x0a" + bytes(22), b"\x81\x0a\x00\x00\x00\x00\x00\x81", "binary_rejected"),
+        # A binary Get with extras, which it does not take: "Invalid arguments", closed.
+        (b"\x80\x00\x00\x01\x04\x00\x00\x00\x00\x00\x00\x05" + bytes(12) + bytes(4) + b"k",
+         b"\x81\x00\x00\x00\x00\x00\x00\x04", "binary_invalid"),
         (b"x" * 8192, b"", "line_too_long"),
     ]
     for request, reply, kind in cases:

@@ -259,6 +259,11 @@ impl Server {
     }
 
     pub fn start(kind: Kind, args: &[&str]) -> Server {
+        Server::start_with_env(kind, args, &[])
+    }
+
+    /// [`Server::start`] with these environment variables set for the server.
+    pub fn start_with_env(kind: Kind, args: &[&str], env: &[(&str, &str)]) -> Server {
         // A port can be taken between probing and binding; retry a few times.
         let mut last_err = String::new();
         for _attempt in 0..4 {
@@ -275,6 +280,7 @@ impl Server {
                 "nobody",
             ]);
             cmd.args(args);
+            cmd.envs(env.iter().copied());
             cmd.stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
@@ -920,4 +926,14 @@ pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// This host's name, as `gethostname` gives it (the SASL realm).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len() - 1` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    assert_eq!(rc, 0, "gethostname");
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..len]).into_owned()
 }

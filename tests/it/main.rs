@@ -17,6 +17,8 @@ mod ascii_arith;
 mod ascii_errors;
 mod ascii_retrieval;
 mod ascii_storage;
+mod auth;
+mod binary;
 mod cli;
 mod eviction;
 mod expiry;

@@ -46,6 +46,18 @@ pub fn print_targets(results: &Results, rate: u64) {
             all.then_some(lo >= 1.0),
         ));
     }
+    let binary: Vec<(&str, f64)> = ["bin-get-set", "bin-get-set-quiet16"]
+        .into_iter()
+        .filter_map(|w| medians(results, w, is_rate).map(|m| (w, ratio(m))))
+        .collect();
+    if !binary.is_empty() {
+        let lo = binary.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
+        rows.push((
+            "requests/s, binary protocol ≥ 1.0x (bin-get-set, bin-get-set-quiet16)".into(),
+            list(&binary),
+            (binary.len() == 2).then_some(lo >= 1.0),
+        ));
+    }
     if let Some(m) = medians(results, "get-set-pipe16", is_rate) {
         rows.push((
             "requests/s, pipelined get-set-pipe16 ≥ 2x".into(),

@@ -121,6 +121,34 @@ impl Conn {
         Ok((a, b))
     }
 
+    /// The next binary-protocol response: its header and the body's range in `buf`, valid
+    /// until the next read.
+    pub async fn packet(&mut self) -> Res<Packet> {
+        while self.end - self.start < 24 {
+            self.fill().await?;
+        }
+        let h = &self.buf[self.start..self.start + 24];
+        if h[0] != 0x81 {
+            return Err(format!("not a binary response: {}", show(h)));
+        }
+        let body = u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+        let packet = Packet {
+            opcode: h[1],
+            key_len: u16::from_be_bytes([h[2], h[3]]) as usize,
+            extras_len: h[4] as usize,
+            status: u16::from_be_bytes([h[6], h[7]]),
+            body: (self.start + 24, self.start + 24 + body),
+        };
+        if body > 64 << 20 {
+            return Err(format!("a binary response of {body} bytes"));
+        }
+        while self.end - self.start < 24 + body {
+            self.fill().await?;
+        }
+        self.start += 24 + body;
+        Ok(packet)
+    }
+
     /// Reads one line and checks it is `want`.
     pub async fn expect(&mut self, want: &[u8]) -> Res<()> {
         let (a, b) = self.line().await?;
@@ -206,6 +234,35 @@ pub fn stat_u64(stats: &[(String, String)], name: &str) -> Res<u64> {
         .find(|(n, _)| n == name)
         .and_then(|(_, v)| v.parse().ok())
         .ok_or_else(|| format!("no numeric {name} in stats"))
+}
+
+/// A binary response's header fields and where its body is in the connection's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Packet {
+    pub opcode: u8,
+    pub key_len: usize,
+    pub extras_len: usize,
+    pub status: u16,
+    pub body: (usize, usize),
+}
+
+impl Packet {
+    /// Bytes of the value (the body after extras and key).
+    pub fn value_len(&self) -> usize {
+        self.body.1 - self.body.0 - self.extras_len - self.key_len
+    }
+}
+
+/// Appends a binary request: `extras`, `key` and `value` after the 24-byte header.
+pub fn push_binary(req: &mut Vec<u8>, opcode: u8, extras: &[u8], key: &[u8], value: &[u8]) {
+    req.extend_from_slice(&[0x80, opcode]);
+    req.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    req.extend_from_slice(&[extras.len() as u8, 0, 0, 0]);
+    req.extend_from_slice(&((extras.len() + key.len() + value.len()) as u32).to_be_bytes());
+    req.extend_from_slice(&[0; 12]); // opaque, CAS
+    req.extend_from_slice(extras);
+    req.extend_from_slice(key);
+    req.extend_from_slice(value);
 }
 
 pub fn push_set(req: &mut Vec<u8>, key: &[u8], value: &[u8]) {

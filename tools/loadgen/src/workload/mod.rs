@@ -55,6 +55,9 @@ pub enum Mode {
     Mixed { get_pct: u64, depth: usize },
     /// One `get` naming `keys` random keys per request.
     Multiget { keys: usize },
+    /// As `Mixed`, in the binary protocol: Get and Set one at a time (depth 1), or a batch of
+    /// quiet GetKQ and SetQ closed by a NoOp (libmemcached's pipelined form).
+    Binary { get_pct: u64, depth: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -134,6 +137,16 @@ impl Workload {
                     Mode::Multiget { keys } => {
                         format!("{keys}-key multiget, one request in flight per connection")
                     }
+                    Mode::Binary { get_pct, depth: 1 } => format!(
+                        "binary protocol: {get_pct}% Get / {}% Set, one request in flight per \
+                         connection",
+                        100 - get_pct
+                    ),
+                    Mode::Binary { get_pct, depth } => format!(
+                        "binary protocol: {get_pct}% GetKQ / {}% SetQ, {depth} per write closed \
+                         by a NoOp, then the replies up to the NoOp's read",
+                        100 - get_pct
+                    ),
                 };
                 let paced = if *rate > 0 {
                     format!(
@@ -259,6 +272,28 @@ pub fn workloads(opts: &Opts) -> Vec<Workload> {
             short,
         ),
         load("set-heavy", 100_000, 100, mixed(10, 1), 0, short),
+        load(
+            "bin-get-set",
+            100_000,
+            100,
+            Mode::Binary {
+                get_pct: 90,
+                depth: 1,
+            },
+            0,
+            short,
+        ),
+        load(
+            "bin-get-set-quiet16",
+            100_000,
+            100,
+            Mode::Binary {
+                get_pct: 90,
+                depth: 16,
+            },
+            0,
+            short,
+        ),
         load("get-set-rate", 100_000, 100, mixed(90, 1), opts.rate, short),
         Workload {
             name: "zipf-cache-aside",

@@ -9,7 +9,7 @@ use crate::options::Opts;
 use crate::report::fmt_num;
 use crate::rng::{Rng, SEED, VALUE_CHARS};
 use crate::server::Server;
-use crate::wire::{Conn, push_set, show};
+use crate::wire::{Conn, push_binary, push_set, show};
 
 /// Upper bound on requests one client connection sends in one timed run.
 const MAX_OPS_PER_CONN: u64 = 50_000_000;
@@ -123,6 +123,26 @@ async fn client(
                     want.push((is_get, ks, keys.len()));
                 }
             }
+            Mode::Binary { get_pct, depth } => {
+                let quiet = depth > 1;
+                for _ in 0..depth {
+                    let ks = keys.len();
+                    load_key(&mut keys, rng.below(p.keys));
+                    let is_get = rng.below(100) < get_pct;
+                    if is_get {
+                        let op = if quiet { 0x0d } else { 0x00 }; // GetKQ, Get
+                        push_binary(&mut req, op, &[], &keys[ks..], &[]);
+                    } else {
+                        let value = pick_value(&mut rng, &p.pool, value_len);
+                        let op = if quiet { 0x11 } else { 0x01 }; // SetQ, Set
+                        push_binary(&mut req, op, &[0; 8], &keys[ks..], value);
+                    }
+                    want.push((is_get, ks, keys.len()));
+                }
+                if quiet {
+                    push_binary(&mut req, 0x0a, &[], &[], &[]); // NoOp
+                }
+            }
             Mode::Multiget { keys: n } => {
                 req.extend_from_slice(b"get");
                 for _ in 0..n {
@@ -159,6 +179,35 @@ async fn client(
                         conn.expect(b"STORED").await?;
                     }
                 }
+                st.requests += want.len() as u64;
+            }
+            Mode::Binary { depth, .. } => {
+                let gets = want.iter().filter(|w| w.0).count() as u64;
+                let mut hits = 0;
+                loop {
+                    let pk = conn.packet().await?;
+                    if pk.status != 0 {
+                        return Err(format!(
+                            "binary opcode {:#x}: status {:#x}",
+                            pk.opcode, pk.status
+                        ));
+                    }
+                    match pk.opcode {
+                        0x0a => break,
+                        0x00 | 0x0d => {
+                            if pk.value_len() != value_len {
+                                return Err(format!("binary get: {} bytes", pk.value_len()));
+                            }
+                            hits += 1;
+                        }
+                        0x01 => {}
+                        op => return Err(format!("unexpected binary opcode {op:#x}")),
+                    }
+                    if depth == 1 {
+                        break;
+                    }
+                }
+                st.misses += gets - hits;
                 st.requests += want.len() as u64;
             }
             Mode::Multiget { keys: n } => {
@@ -272,6 +321,16 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
             "server CPU per request (us)".to_string(),
         ),
         Mode::Mixed { depth, .. } => (
+            "requests/s".to_string(),
+            format!("per batch of {depth}"),
+            "server CPU per request (us)".to_string(),
+        ),
+        Mode::Binary { depth: 1, .. } => (
+            "requests/s".to_string(),
+            "per request".to_string(),
+            "server CPU per request (us)".to_string(),
+        ),
+        Mode::Binary { depth, .. } => (
             "requests/s".to_string(),
             format!("per batch of {depth}"),
             "server CPU per request (us)".to_string(),

@@ -16,6 +16,10 @@ pub struct Session {
     pub authenticated: bool,
     /// A SASL PLAIN auth came without data: the credentials come in the next step.
     sasl_continue: bool,
+    /// A SASL exchange succeeded: like memcached's (Cyrus SASL's), the next auth or step
+    /// on the connection fails; that failure ends the exchange, and the one after starts
+    /// afresh.
+    sasl_done: bool,
 }
 
 /// How a SASL request ended; the binary writer turns it into memcached's reply.
@@ -34,13 +38,12 @@ pub enum Sasl {
 }
 
 impl Context {
-    /// SASL_LIST_MECHS: like memcached, it starts a new exchange, so the connection is no
-    /// longer authenticated.
+    /// SASL_LIST_MECHS: like memcached's, it leaves the connection unauthenticated.
     pub(super) fn sasl_list_mechs(&self, session: &mut Session) -> Sasl {
         if self.config.sasl_pwdb.is_none() {
             return Sasl::NotEnabled;
         }
-        *session = Session::default();
+        session.authenticated = false;
         Sasl::Mechanisms
     }
 
@@ -59,19 +62,21 @@ impl Context {
         if mechanism.len() > auth::MAX_MECHANISM_LEN {
             return Sasl::Invalid;
         }
-        self.counters.auth_cmds.fetch_add(1, Ordering::Relaxed);
         let continued = std::mem::take(&mut session.sasl_continue);
         session.authenticated = false;
         let plain = mechanism.eq_ignore_ascii_case(auth::MECHANISMS.as_bytes());
         let outcome = match data {
-            // PLAIN without an initial response: the credentials follow in a step.
+            _ if std::mem::take(&mut session.sasl_done) => Sasl::Failed,
+            // PLAIN without an initial response: the credentials follow in a step (not
+            // counted until the exchange ends, as memcached counts).
             Some([]) if plain && !step => {
                 session.sasl_continue = true;
-                Sasl::Continue
+                return Sasl::Continue;
             }
             Some(data) if plain && (!step || continued) => {
                 if auth::check_sasl(pwdb, &self.hostname, data) {
                     session.authenticated = true;
+                    session.sasl_done = true;
                     Sasl::Authenticated
                 } else {
                     Sasl::Failed
@@ -79,6 +84,7 @@ impl Context {
             }
             _ => Sasl::Failed,
         };
+        self.counters.auth_cmds.fetch_add(1, Ordering::Relaxed);
         if outcome == Sasl::Failed {
             self.counters.auth_errors.fetch_add(1, Ordering::Relaxed);
         }

@@ -254,3 +254,24 @@ fn ascii_authentication_as_memcached_answers() {
     ];
     differential_with_env(&["-Y", file], &[], &cases);
 }
+
+/// auth_cmds and auth_errors count every attempt and every failure, as memcached counts
+/// them, for SASL and for `-Y`.
+#[test]
+fn auth_counters_follow_attempts() {
+    use crate::binary::exchange_stat;
+    let (dir, pwdb) = sasl_files();
+    let (dir, pwdb) = (dir.to_str().unwrap(), pwdb.to_str().unwrap());
+    let env = [("MEMCACHED_SASL_PWDB", pwdb), ("SASL_CONF_PATH", dir)];
+    let attempts = [
+        auth(b"\0alice\0secret"),
+        auth(b"\0alice\0wrong"),
+        auth(b""),
+        sasl(0x22, b"PLAIN", b"\0alice\0secret", 5),
+    ]
+    .concat();
+    let counts = exchange_stat(&["-S"], &env, &attempts, &["auth_cmds", "auth_errors"]);
+    assert_eq!(counts[0], counts[1], "memcrab, memcached");
+    // The continue is not an attempt of its own: it is counted when its step ends.
+    assert_eq!(counts[0], vec!["3".to_string(), "1".to_string()]);
+}

@@ -803,3 +803,40 @@ fn random_binary_sequences_get_memcacheds_bytes() {
         }
     }
 }
+
+/// Sends `bytes` (a binary session) then a general Stat to both servers started with `args`
+/// and `env`, and returns the values of `names` from each: `[memcrab's, memcached's]`.
+/// Without the oracle, memcrab's twice.
+pub fn exchange_stat(
+    args: &[&str],
+    env: &[(&str, &str)],
+    bytes: &[u8],
+    names: &[&str],
+) -> [Vec<String>; 2] {
+    fail_under_ci_without_oracle("a binary stats comparison");
+    let kinds = if oracle_unavailable().is_none() {
+        [Kind::Memcrab, Kind::Memcached]
+    } else {
+        [Kind::Memcrab, Kind::Memcrab]
+    };
+    kinds.map(|kind| {
+        let server = Server::start_with_env(kind, args, env);
+        let sent = [bytes, &req(0x10, b""), &noop(END_OPAQUE)].concat();
+        let (reply, _) = exchange(&mut server.connect(), &sent);
+        let mut found = vec![String::new(); names.len()];
+        let mut at = 0;
+        while at + 24 <= reply.len() {
+            let key_len = u16::from_be_bytes([reply[at + 2], reply[at + 3]]) as usize;
+            let body = u32::from_be_bytes(reply[at + 8..at + 12].try_into().unwrap()) as usize;
+            if reply[at + 1] == 0x10 && at + 24 + body <= reply.len() {
+                let key = &reply[at + 24..at + 24 + key_len];
+                let value = &reply[at + 24 + key_len..at + 24 + body];
+                if let Some(i) = names.iter().position(|n| n.as_bytes() == key) {
+                    found[i] = String::from_utf8_lossy(value).into_owned();
+                }
+            }
+            at += 24 + body;
+        }
+        found
+    })
+}

@@ -7,6 +7,7 @@ with its test's other requests in a row, in each target's input format.
 """
 import pathlib
 import re
+import struct
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -35,12 +36,37 @@ def unescape(raw):
     return bytes(out)
 
 
+def binary(op, key=b"", extras=b"", value=b"", cas=0):
+    body = len(extras) + len(key) + len(value)
+    return struct.pack(">BBHBBHIIQ", 0x80, op, len(key), len(extras), 0, 0, body, 7, cas) + extras + key + value
+
+
+def binary_requests():
+    """Binary-protocol sessions: every opcode with the lengths it takes, quiet pipelines."""
+    flags = struct.pack(">II", 5, 0)
+    arith = struct.pack(">QQI", 1, 10, 0)
+    ops = [
+        binary(0x01, b"k", flags, b"value"), binary(0x00, b"k"), binary(0x0C, b"k"),
+        binary(0x11, b"q", flags, b"v"), binary(0x0D, b"q"), binary(0x09, b"none"),
+        binary(0x02, b"k", flags, b"x"), binary(0x03, b"k", flags, b"y", cas=2),
+        binary(0x0E, b"k", value=b">"), binary(0x0F, b"k", value=b"<"),
+        binary(0x05, b"c", arith), binary(0x16, b"c", arith), binary(0x04, b"k"),
+        binary(0x1C, b"k", struct.pack(">I", 100)), binary(0x23, b"k", struct.pack(">I", 100)),
+        binary(0x10), binary(0x10, b"settings"), binary(0x0B), binary(0x08),
+        binary(0x21, b"PLAIN", value=b"\0u\0p"), binary(0x20), binary(0x50, b"?"),
+        binary(0x0A),
+    ]
+    yield from ops
+    yield b"".join(ops)
+
+
 def requests():
     for path in sorted((ROOT / "tests" / "it").glob("*.rs")):
         found = [unescape(m.group(1)) for m in LITERAL.finditer(path.read_bytes())]
         found = [r for r in found if r.endswith(b"\n") and len(r) < 4096]
         yield from found
         yield b"".join(found)[:8192]
+    yield from binary_requests()
 
 
 def main():

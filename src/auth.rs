@@ -47,11 +47,14 @@ impl Passwords {
     }
 
     /// Entries of a `-Y` file: every line `user:password` (the password is the rest of the
-    /// line). `None` when a line has no `:` or there is none, as memcached refuses to start
-    /// on either.
+    /// line). `None` when a line (an empty one too) has no `:` or there is none, as
+    /// memcached refuses to start on either.
     pub fn auth_file(text: &[u8]) -> Option<Self> {
         let mut entries = Vec::new();
-        for line in lines(text) {
+        // Every line counts, an empty one too; only the end of the last is optional.
+        let text = text.strip_suffix(b"\n").unwrap_or(text);
+        for line in text.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
             let colon = line.iter().position(|&b| b == b':')?;
             entries.push((line[..colon].to_vec(), line[colon + 1..].to_vec()));
         }
@@ -90,15 +93,15 @@ fn ct_eq(a: &[u8], b: &[u8]) -> u8 {
     (1 ^ ((d | d.wrapping_neg()) >> 31)) as u8
 }
 
-/// A SASL PLAIN message: `authzid NUL authcid NUL password` (RFC 4616). `None` when it is
-/// malformed or names another identity to act as (memcached allows no proxying).
-pub fn plain(message: &[u8]) -> Option<(&[u8], &[u8])> {
+/// A SASL PLAIN message: `authzid NUL authcid NUL password` (RFC 4616), as
+/// `(authzid, authcid, password)`. `None` when it is malformed.
+pub fn plain(message: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     let mut parts = message.splitn(3, |&b| b == 0);
     let (authzid, authcid, password) = (parts.next()?, parts.next()?, parts.next()?);
-    if authcid.is_empty() || password.contains(&0) || !(authzid.is_empty() || authzid == authcid) {
+    if authcid.is_empty() || password.contains(&0) {
         return None;
     }
-    Some((authcid, password))
+    Some((authzid, authcid, password))
 }
 
 /// The SASL user name the password database is searched for: `user@realm`, the realm
@@ -112,16 +115,22 @@ pub fn sasl_user(authcid: &[u8], hostname: &str) -> Vec<u8> {
     user
 }
 
-/// Checks a SASL PLAIN message against the password database at `path` (read now).
+/// Checks a SASL PLAIN message against the password database at `path` (read now). The
+/// identity to act as must be none or the user itself (with or without its realm):
+/// memcached allows no proxying.
 pub fn check_sasl(path: &Path, hostname: &str, message: &[u8]) -> bool {
     let db = std::fs::read(path).map(|t| Passwords::sasl_db(&t));
     let Ok(db) = db else {
         return false;
     };
+    let parsed = plain(message).map(|(authzid, authcid, password)| {
+        let user = sasl_user(authcid, hostname);
+        let own = authzid.is_empty() || authzid == authcid || authzid == user.as_slice();
+        (user, password, own)
+    });
     // A malformed message still costs a lookup, so it takes as long as a wrong password.
-    let (user, password) =
-        plain(message).map_or((Vec::new(), &b""[..]), |(u, p)| (sasl_user(u, hostname), p));
-    db.check(&user, password) && !user.is_empty()
+    let (user, password, own) = parsed.unwrap_or((Vec::new(), b"", false));
+    db.check(&user, password) && own
 }
 
 /// This host's name, the default SASL realm.
@@ -163,15 +172,12 @@ mod tests {
 
     #[test]
     fn plain_messages() {
+        let triple = |a: &'static [u8], b: &'static [u8], c: &'static [u8]| Some((a, b, c));
+        assert_eq!(plain(b"\0alice\0secret"), triple(b"", b"alice", b"secret"));
         assert_eq!(
-            plain(b"\0alice\0secret"),
-            Some((&b"alice"[..], &b"secret"[..]))
+            plain(b"bob\0alice\0secret"),
+            triple(b"bob", b"alice", b"secret")
         );
-        assert_eq!(
-            plain(b"alice\0alice\0secret"),
-            Some((&b"alice"[..], &b"secret"[..]))
-        );
-        assert_eq!(plain(b"bob\0alice\0secret"), None);
         assert_eq!(plain(b"\0alice\0secret\0"), None);
         assert_eq!(plain(b"\0alice"), None);
         assert_eq!(plain(b""), None);
@@ -188,5 +194,28 @@ mod tests {
         );
         assert!(Passwords::auth_file(b"a:b\nnocolon\n").is_none());
         assert!(Passwords::auth_file(b"").is_none());
+        assert!(Passwords::auth_file(b"a:b\n\nc:d\n").is_none());
+        assert!(Passwords::auth_file(b"a:b\r\nc:d").is_some());
+    }
+}
+
+#[cfg(test)]
+mod sasl_tests {
+    use super::*;
+
+    #[test]
+    fn sasl_checks_the_identity_to_act_as() {
+        let dir = std::env::temp_dir().join(format!("memcrab-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pwdb = dir.join("pwdb");
+        std::fs::write(&pwdb, "alice@vm:secret\n").unwrap();
+        assert!(check_sasl(&pwdb, "vm", b"\0alice\0secret"));
+        assert!(check_sasl(&pwdb, "vm", b"alice\0alice\0secret"));
+        assert!(check_sasl(&pwdb, "vm", b"alice@vm\0alice\0secret"));
+        assert!(!check_sasl(&pwdb, "vm", b"bob\0alice\0secret"));
+        assert!(!check_sasl(&pwdb, "vm", b"\0alice\0secrex"));
+        assert!(!check_sasl(&pwdb, "other", b"\0alice\0secret"));
+        assert!(!check_sasl(&dir.join("missing"), "vm", b"\0alice\0secret"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -104,8 +104,8 @@ pub struct Cli {
     #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024, value_parser = trimmed::<i32>)]
     pub backlog: i32,
     /// Protocol: auto, ascii or binary
-    #[arg(short = 'B', long = "protocol", default_value = "auto")]
-    pub protocol: String,
+    #[arg(short = 'B', long = "protocol")]
+    pub protocol: Option<String>,
     /// Max item size (k and m suffixes), at least 1k
     #[arg(short = 'I', long = "max-item-size", default_value = "1m")]
     pub max_item_size: String,
@@ -261,6 +261,23 @@ pub enum Action {
 #[derive(Debug)]
 pub struct ConfigError(pub String);
 
+/// memcached's refusals of a `-B` its authentication cannot work in (exit status 64).
+const SASL_NEEDS_BINARY: &str = "ERROR: You cannot allow the ASCII protocol while using SASL.";
+const ASCII_AUTH_NEEDS_ASCII: &str =
+    "ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens.";
+
+impl ConfigError {
+    /// The exit status memcached gives for this error: 64 (EX_USAGE) for the protocol
+    /// refusals above, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        if self.0 == SASL_NEEDS_BINARY || self.0 == ASCII_AUTH_NEEDS_ASCII {
+            64
+        } else {
+            1
+        }
+    }
+}
+
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -411,7 +428,7 @@ impl Cli {
         if self.min_size <= 0 {
             return err("Chunk size must be greater than 0");
         }
-        let protocol = match self.protocol.as_str() {
+        let protocol = match self.protocol.as_deref().unwrap_or("auto") {
             "auto" => Binding::Auto,
             "ascii" => Binding::Ascii,
             "binary" => Binding::Binary,
@@ -421,15 +438,23 @@ impl Cli {
                 ));
             }
         };
-        // memcached speaks only the protocol its authentication works in.
-        let protocol = if self.sasl {
+        // memcached speaks only the protocol its authentication works in, and refuses a
+        // -B that asks for another; with both, -Y wins.
+        let sasl = self.sasl && self.auth_file.is_none();
+        let protocol = if sasl {
+            if self.protocol.is_some() && protocol != Binding::Binary {
+                return err(SASL_NEEDS_BINARY);
+            }
             Binding::Binary
         } else if self.auth_file.is_some() {
+            if self.protocol.is_some() && protocol != Binding::Ascii {
+                return err(ASCII_AUTH_NEEDS_ASCII);
+            }
             Binding::Ascii
         } else {
             protocol
         };
-        let sasl_pwdb = if self.sasl {
+        let sasl_pwdb = if sasl {
             match std::env::var_os("MEMCACHED_SASL_PWDB") {
                 Some(path) => Some(PathBuf::from(path)),
                 None => {

@@ -139,14 +139,16 @@ impl Driver {
             BinParsed::Incomplete(need) => {
                 assert!(need > buf.len(), "incomplete at {} of {need}", buf.len());
                 // Never a wait for more than a header, key and extras, or a storable value.
-                let most = binary::HEADER_LEN + 255 + 65_535 + 2 * self.ctx.config.store.item_size_max;
+                let most = binary::MAX_HEAD_LEN + 2 * self.ctx.config.store.item_size_max;
                 assert!(need <= most, "waits for {need} bytes");
                 return None;
             }
             BinParsed::Request(header, command, used) => {
                 assert!(used >= binary::HEADER_LEN && used <= buf.len());
                 if let binary::Command::Store { key, value, .. } = command {
-                    check_key(key);
+                    // Binary keys are any bytes, spaces and line ends included (as in
+                    // memcached): only their length is bounded.
+                    assert!(!key.is_empty() && key.len() <= MAX_KEY_LEN, "key of {} bytes", key.len());
                     assert!(!limits.too_large(key.len(), value.len()));
                 }
                 let bound = STREAM_CAP + self.ctx.config.store.item_size_max + 64 * 1024;
@@ -190,9 +192,20 @@ impl Driver {
                 self.swallow = usize::try_from(skip).unwrap_or(usize::MAX);
                 used
             }
-            BinParsed::SaslTooLong { header, used, skip } => {
-                self.ctx
-                    .binary_sasl_too_long(&header, &mut self.session, &mut self.replies);
+            BinParsed::SaslTooLong {
+                header,
+                mechanism,
+                storable,
+                used,
+                skip,
+            } => {
+                self.ctx.binary_sasl_too_long(
+                    &header,
+                    mechanism,
+                    storable,
+                    &mut self.session,
+                    &mut self.replies,
+                );
                 self.swallow = usize::try_from(skip).unwrap_or(usize::MAX);
                 used
             }
@@ -207,7 +220,7 @@ impl Driver {
                 self.closed = true;
                 return None;
             }
-            BinParsed::BadMagic => {
+            BinParsed::BadMagic | BinParsed::HeadTooLong => {
                 self.closed = true;
                 return None;
             }

@@ -62,7 +62,12 @@ impl Context {
         if mechanism.len() > auth::MAX_MECHANISM_LEN {
             return Sasl::Invalid;
         }
-        let continued = std::mem::take(&mut session.sasl_continue);
+        // A new auth ends an exchange under way; a failed step does not (memcached's
+        // exchange stays started until it succeeds or a new one starts).
+        let continued = session.sasl_continue;
+        if !step {
+            session.sasl_continue = false;
+        }
         session.authenticated = false;
         let plain = mechanism.eq_ignore_ascii_case(auth::MECHANISMS.as_bytes());
         let outcome = match data {
@@ -76,6 +81,7 @@ impl Context {
             Some(data) if plain && (!step || continued) => {
                 if auth::check_sasl(pwdb, &self.hostname, data) {
                     session.authenticated = true;
+                    session.sasl_continue = false;
                     session.sasl_done = true;
                     Sasl::Authenticated
                 } else {

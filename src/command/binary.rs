@@ -235,10 +235,25 @@ impl Context {
         }
     }
 
-    /// A SASL auth or step with more data than any credential: a failed attempt.
-    pub fn binary_sasl_too_long(&self, h: &Header, session: &mut Session, out: &mut Vec<u8>) {
+    /// A SASL auth or step with more data than any credential: a failed attempt, but for
+    /// what memcached checks first (the mechanism's length) or cannot hold (data over `-I`:
+    /// "Out of memory").
+    pub fn binary_sasl_too_long(
+        &self,
+        h: &Header,
+        mechanism: &[u8],
+        storable: bool,
+        session: &mut Session,
+        out: &mut Vec<u8>,
+    ) {
         let step = h.opcode == crate::protocol::binary::opcode::SASL_STEP;
-        sasl_reply(h, self.sasl_auth(step, b"PLAIN", None, session), out);
+        if self.config.sasl_pwdb.is_some()
+            && mechanism.len() <= crate::auth::MAX_MECHANISM_LEN
+            && !storable
+        {
+            return error(out, h, status::ENOMEM);
+        }
+        sasl_reply(h, self.sasl_auth(step, mechanism, None, session), out);
     }
 
     /// A storage request whose value can never fit: counted as the text protocol counts it

@@ -2,8 +2,9 @@
 //! 1.6 reads them. Pure and synchronous, like the text parser: bytes in, a [`BinParsed`] out.
 //!
 //! Every length in the header comes from the network, so each relation is checked before a
-//! byte is read or kept: the key and extras (at most 65,535 + 255 bytes) must be in the
-//! buffer before anything is decided, as memcached reads them; a value is waited for only
+//! byte is read or kept: the header, extras and key must be in the buffer before anything
+//! is decided, as memcached reads them, and are never waited for beyond memcached's 16 KiB
+//! read buffer; a value is waited for only
 //! once its command is known to take one, its lengths add up, and it fits under `-I`; any
 //! other declared body is never buffered, only skipped as it arrives.
 //!
@@ -196,8 +197,8 @@ pub enum Command<'a> {
 /// What the parser found at the start of the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BinParsed<'a> {
-    /// Not a whole request yet: at least this many bytes are needed (never more than a
-    /// header, 65,790 bytes of key and extras, or a value that fits under `-I`).
+    /// Not a whole request yet: at least this many bytes are needed (never more than 16 KiB
+    /// of header, extras and key, or those and a value that fits under `-I`).
     Incomplete(usize),
     /// A request and the bytes it took.
     Request(Header, Command<'a>, usize),
@@ -221,6 +222,10 @@ pub enum BinParsed<'a> {
     /// take `used`, skip `skip` (the data, never buffered).
     SaslTooLong {
         header: Header,
+        mechanism: &'a [u8],
+        /// Whether the data would fit an item (`-I`); memcached answers "Out of memory"
+        /// when it would not.
+        storable: bool,
         used: usize,
         skip: u64,
     },
@@ -228,6 +233,9 @@ pub enum BinParsed<'a> {
     Fatal { header: Header, status: u16 },
     /// Not a request (the magic byte is wrong): close without a reply.
     BadMagic,
+    /// A header, extras and key longer than memcached's read buffer ([`MAX_HEAD_LEN`]):
+    /// close without a reply once that much has come, as memcached does.
+    HeadTooLong,
 }
 
 /// Parses one request from `buf`. `fits(key_len, value_len)` says whether an item of those
@@ -254,6 +262,13 @@ pub fn parse<'a>(
     }
     let (key_len, extras_len) = (usize::from(h.key_len), usize::from(h.extras_len));
     let head = HEADER_LEN + extras_len + key_len;
+    if head > MAX_HEAD_LEN {
+        return if buf.len() >= MAX_HEAD_LEN {
+            BinParsed::HeadTooLong
+        } else {
+            BinParsed::Incomplete(MAX_HEAD_LEN)
+        };
+    }
     if buf.len() < head {
         return BinParsed::Incomplete(head);
     }
@@ -379,6 +394,8 @@ pub fn parse<'a>(
             if value_len > MAX_SASL_DATA {
                 return BinParsed::SaslTooLong {
                     header: h,
+                    mechanism: key,
+                    storable: usize::try_from(value_len).is_ok_and(|len| fits(key_len, len)),
                     used: head,
                     skip: value_len,
                 };
@@ -408,6 +425,10 @@ pub fn parse<'a>(
     };
     BinParsed::Request(h, command, head)
 }
+
+/// memcached reads a request's header, extras and key into its 16 KiB read buffer: a
+/// request whose header, extras and key are longer closes the connection.
+pub const MAX_HEAD_LEN: usize = 16 * 1024;
 
 /// memcached refuses any declared body over 1 GiB at once ("Invalid arguments", close).
 pub const MAX_BODY_LEN: u32 = 1 << 30;

@@ -23,7 +23,7 @@ use crate::command::{
 };
 use crate::config::Binding;
 use crate::protocol::binary::{self, BinParsed};
-use crate::protocol::{self, Dropped, Limits, Parsed, Request, StoreMode};
+use crate::protocol::{self, Dropped, Limits, Parsed};
 use crate::telemetry::conns::state;
 use crate::telemetry::latency::{CommandClass, LocalLatency};
 use crate::telemetry::{Closed, ConnInfo, Rejected};
@@ -173,6 +173,8 @@ pub(super) struct Connection {
     binary: Option<bool>,
     /// Whether it has authenticated (`-S`, `-Y`).
     session: Session,
+    /// Where the last reply before `-Y` authentication starts in `out`, while unsent.
+    preauth_mark: Option<usize>,
     /// Replies in `out` that a binary no-op flushed: memcached sends them even if a bad
     /// header then closes the connection; the replies after them it drops.
     flushed: usize,
@@ -196,6 +198,7 @@ impl Connection {
             out_charged: 0,
             binary: None,
             session: Session::default(),
+            preauth_mark: None,
             flushed: 0,
         }
     }
@@ -206,6 +209,13 @@ impl Connection {
     pub(super) fn readable(&mut self, closed: bool) {
         self.more_to_read = true;
         self.peer_closed |= closed;
+    }
+
+    /// Whether the replies may go out now: not while a refused text value is being skipped
+    /// (memcached holds them until its end), unless they all end in a binary flush point
+    /// (memcached sends a binary error at once).
+    fn may_write(&self) -> bool {
+        self.swallow == 0 || (self.flushed > self.sent && self.flushed == self.out.len())
     }
 
     /// Replies accepted but not yet written to the socket.
@@ -237,7 +247,7 @@ impl Connection {
             // Replies still waiting for the socket go first: nothing more runs until they
             // are out, so a client that does not read cannot grow our buffers. (Replies
             // held back while a refused value is skipped wait for its end.)
-            let due = self.swallow == 0 || self.out.len() >= OUT_FLUSH;
+            let due = self.may_write() || self.out.len() >= OUT_FLUSH;
             if self.has_unsent() && due && !self.write_out(env.ctx)? {
                 return Ok(Next::Write);
             }
@@ -245,7 +255,7 @@ impl Connection {
                 Step::NeedInput => {}
                 Step::OutFull => continue,
                 Step::Yield => {
-                    if self.swallow == 0 && !self.write_out(env.ctx)? {
+                    if self.may_write() && !self.write_out(env.ctx)? {
                         return Ok(Next::Write);
                     }
                     return Ok(Next::Yield);
@@ -258,7 +268,7 @@ impl Connection {
             }
             // End of a batch: one write for all its replies (held back while a refused
             // value is being skipped, as memcached does).
-            if self.swallow == 0 && !self.write_out(env.ctx)? {
+            if self.may_write() && !self.write_out(env.ctx)? {
                 return Ok(Next::Write);
             }
             if handled > 0 {
@@ -395,6 +405,7 @@ impl Connection {
         self.out.clear();
         self.sent = 0;
         self.flushed = 0;
+        self.preauth_mark = None;
         if self.out.capacity() > OUT_FLUSH * 2 {
             self.out.shrink_to(READ_CHUNK);
         }
@@ -550,43 +561,69 @@ impl Connection {
         }
     }
 
-    /// `-Y` before the connection authenticated: a `set` whose data is `user password`
-    /// authenticates it; `quit` closes; anything else gets memcached's
-    /// `CLIENT_ERROR unauthenticated`, and the rest of what was read is dropped (and the
-    /// replies to it not yet sent), as memcached drops them. `Ok(bytes taken)` or
-    /// `Err(step)`.
+    /// `-Y` before the connection authenticated, read as memcached reads it: a line of at
+    /// most 2,048 bytes (a longer one closes the connection); `set` with a numeric length
+    /// (key, flags and exptime are not looked at) whose data `user password` authenticates
+    /// the connection; `quit` closes; any other line gets `CLIENT_ERROR unauthenticated`.
+    /// Like memcached, which writes these replies into one buffer, a reply before
+    /// authentication replaces the one before it if that was not sent yet.
+    /// `Ok(bytes taken)` or `Err(step)`.
     fn process_unauthenticated(&mut self, ctx: &Context) -> Result<usize, Step> {
         if self.rbuf[0] == binary::REQUEST_MAGIC {
             ctx.counters.reject(Rejected::BinaryInvalid);
             return Err(Step::Close(Closed::ProtocolError));
         }
-        match protocol::parse(&self.rbuf, &self.limits) {
-            Parsed::Incomplete => {
-                self.info.state.store(state::NREAD, Ordering::Relaxed);
-                Err(Step::NeedInput)
+        let window = &self.rbuf[..self.rbuf.len().min(PREAUTH_LINE_MAX)];
+        let Some(nl) = memchr::memchr(b'\n', window) else {
+            if self.rbuf.len() >= PREAUTH_LINE_MAX {
+                ctx.counters.reject(Rejected::LineTooLong);
+                return Err(Step::Close(Closed::ProtocolError));
             }
-            Parsed::Close(_) => Err(Step::Close(Closed::ProtocolError)),
-            Parsed::Request(Request::Quit, _) => Err(Step::Close(Closed::Quit)),
-            Parsed::Request(
-                Request::Store {
-                    mode: StoreMode::Set,
-                    value,
-                    ..
-                },
-                used,
-            ) => {
-                // Answered even with `noreply`, as memcached does.
-                let reply = ctx.ascii_authenticate(value, &mut self.session);
-                line(&mut self.out, reply);
-                Ok(used)
+            self.info.state.store(state::READ, Ordering::Relaxed);
+            return Err(Step::NeedInput);
+        };
+        let line = &self.rbuf[..nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
+        let reply = match tokens.next() {
+            Some(b"set") => {
+                let len = tokens
+                    .nth(3)
+                    .and_then(|t| std::str::from_utf8(t).ok()?.parse::<usize>().ok());
+                let Some(len) = len else {
+                    self.preauth_reply("CLIENT_ERROR unauthenticated");
+                    return Ok(nl + 1);
+                };
+                if len > PREAUTH_LINE_MAX {
+                    return Err(Step::Close(Closed::ProtocolError));
+                }
+                let end = nl + 1 + len + 2;
+                if self.rbuf.len() < end {
+                    self.info.state.store(state::NREAD, Ordering::Relaxed);
+                    return Err(Step::NeedInput);
+                }
+                let data = self.rbuf[nl + 1..nl + 1 + len].to_vec();
+                let reply = ctx.ascii_authenticate(&data, &mut self.session);
+                self.preauth_reply(reply);
+                return Ok(end);
             }
-            Parsed::Request(..) | Parsed::Error { .. } => {
-                // memcached answers this alone: replies of the same read not yet sent go.
-                self.out.truncate(self.sent.min(self.out.len()));
-                line(&mut self.out, "CLIENT_ERROR unauthenticated");
-                Ok(self.rbuf.len())
-            }
+            Some(b"quit") => return Err(Step::Close(Closed::Quit)),
+            _ => "CLIENT_ERROR unauthenticated",
+        };
+        self.preauth_reply(reply);
+        Ok(nl + 1)
+    }
+
+    /// Writes a reply before authentication, replacing the previous one if it is unsent.
+    fn preauth_reply(&mut self, text: &str) {
+        if let Some(mark) = self
+            .preauth_mark
+            .filter(|&m| m >= self.sent && m <= self.out.len())
+        {
+            self.out.truncate(mark);
         }
+        self.preauth_mark = Some(self.out.len());
+        line(&mut self.out, text);
     }
 
     /// Runs the binary request at the start of the read buffer: `Ok((bytes taken, what
@@ -598,6 +635,7 @@ impl Connection {
     ) -> Result<(usize, Outcome), Step> {
         let ctx = env.ctx;
         let limits = self.limits;
+        let mark = self.out.len();
         let auth_required = ctx.config.sasl_pwdb.is_some() && !self.session.authenticated;
         let fits = |key, value| !limits.too_large(key, value);
         match binary::parse(&self.rbuf, fits, auth_required) {
@@ -623,7 +661,11 @@ impl Connection {
                     self.settle(ctx);
                     return Err(Step::OutFull);
                 };
-                if header.opcode == binary::opcode::NOOP {
+                // memcached sends at once a NoOp's reply and an error (any status but a
+                // miss that carries its key), and everything before them.
+                let first = self.out.get(mark..mark + 8);
+                let error = first.is_some_and(|h| h[6..8] != [0, 0] && h[2..4] == [0, 0]);
+                if header.opcode == binary::opcode::NOOP || error {
                     self.flushed = self.out.len();
                 }
                 if let Some(started) = started {
@@ -641,17 +683,36 @@ impl Connection {
                 ..
             } => {
                 ctx.binary_too_large(&header, op, key, &mut self.out);
+                self.flushed = self.out.len();
                 self.swallow = usize::try_from(skip).unwrap_or(usize::MAX);
                 Ok((used, Outcome::Continue))
             }
-            BinParsed::SaslTooLong { header, used, skip } => {
-                ctx.binary_sasl_too_long(&header, &mut self.session, &mut self.out);
+            BinParsed::SaslTooLong {
+                header,
+                mechanism,
+                storable,
+                used,
+                skip,
+            } => {
+                ctx.binary_sasl_too_long(
+                    &header,
+                    mechanism,
+                    storable,
+                    &mut self.session,
+                    &mut self.out,
+                );
+                self.flushed = self.out.len();
                 self.swallow = usize::try_from(skip).unwrap_or(usize::MAX);
                 Ok((used, Outcome::Continue))
             }
             BinParsed::Unknown { header, used, skip } => {
                 ctx.counters.reject(Rejected::UnknownCommand);
                 command::binary_error(&mut self.out, &header, binary::status::UNKNOWN_COMMAND);
+                // Sent at once when there is nothing to skip; otherwise memcached skips
+                // first and sends with what follows.
+                if skip == 0 {
+                    self.flushed = self.out.len();
+                }
                 // memcached's count: the body again, after the key and extras it read.
                 self.swallow = usize::try_from(skip).unwrap_or(usize::MAX);
                 Ok((used, Outcome::Continue))
@@ -661,7 +722,7 @@ impl Connection {
                 command::binary_error(&mut self.out, &header, status);
                 Err(Step::Close(Closed::ProtocolError))
             }
-            BinParsed::BadMagic => {
+            BinParsed::BadMagic | BinParsed::HeadTooLong => {
                 // memcached closes at once: the replies it had not sent yet are lost.
                 ctx.counters.reject(Rejected::BinaryInvalid);
                 self.out.truncate(self.flushed.max(self.sent));
@@ -746,6 +807,9 @@ impl Connection {
         if rc != 0 { 0 } else { unsent.max(0) as usize }
     }
 }
+
+/// memcached's longest line before `-Y` authentication, and of the authentication data.
+const PREAUTH_LINE_MAX: usize = 2048;
 
 /// The latency class of a binary request.
 fn binary_latency_class(command: &binary::Command<'_>) -> CommandClass {

@@ -251,6 +251,25 @@ fn ascii_authentication_as_memcached_answers() {
         ),
         ("quit", b"quit\r\n".to_vec()),
         ("a binary request", noop(1)),
+        (
+            "a reply before authentication is replaced by the next",
+            b"get k\r\nset x 0 0 12\r\nalice secret\r\nget k\r\n".to_vec(),
+        ),
+        (
+            "key and flags are not looked at",
+            b"set x abc 0 12\r\nalice secret\r\nversion\r\n".to_vec(),
+        ),
+        (
+            "a long key either",
+            [
+                b"set ".as_slice(),
+                &[b'k'; 300],
+                b" 0 0 12\r\nalice secret\r\nversion\r\n",
+            ]
+            .concat(),
+        ),
+        ("a bad length", b"set x 0 0 -1\r\n".to_vec()),
+        ("a line over 2 KiB closes", vec![b'g'; 3000]),
     ];
     differential_with_env(&["-Y", file], &[], &cases);
 }
@@ -274,4 +293,51 @@ fn auth_counters_follow_attempts() {
     assert_eq!(counts[0], counts[1], "memcrab, memcached");
     // The continue is not an attempt of its own: it is counted when its step ends.
     assert_eq!(counts[0], vec!["3".to_string(), "1".to_string()]);
+}
+
+/// memcached refuses a `-B` its authentication cannot work in, with its message and exit
+/// status 64; with both `-S` and `-Y`, `-Y` is served.
+#[test]
+fn authentication_and_protocol_flags_as_memcached_takes_them() {
+    use crate::common::{Kind, base_command, oracle_unavailable};
+    let (dir, pwdb) = sasl_files();
+    let file = dir.join("authfile2");
+    std::fs::write(&file, "alice:secret\n").unwrap();
+    let file = file.to_str().unwrap().to_string();
+    let blank = dir.join("blank");
+    std::fs::write(&blank, "alice:secret\n\nbob:x\n").unwrap();
+    let blank = blank.to_str().unwrap().to_string();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["-S", "-B", "ascii"],
+        vec!["-S", "-B", "auto"],
+        vec!["-Y", &file, "-B", "binary"],
+        vec!["-Y", &file, "-B", "auto"],
+        vec!["-Y", &blank],
+    ];
+    let kinds: &[Kind] = if oracle_unavailable().is_none() {
+        &[Kind::Memcrab, Kind::Memcached]
+    } else {
+        &[Kind::Memcrab]
+    };
+    for args in &cases {
+        let outcomes: Vec<_> = kinds
+            .iter()
+            .map(|&kind| {
+                let out = base_command(kind)
+                    .args(["-p", "0", "-U", "0", "-u", "nobody"])
+                    .args(args)
+                    .env("MEMCACHED_SASL_PWDB", &pwdb)
+                    .env("SASL_CONF_PATH", &dir)
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stderr);
+                let first = text.lines().last().unwrap_or("").trim().to_string();
+                (out.status.code(), first)
+            })
+            .collect();
+        assert_ne!(outcomes[0].0, Some(0), "{args:?} started");
+        if let [mine, theirs] = outcomes.as_slice() {
+            assert_eq!(mine, theirs, "{args:?}: memcrab, memcached");
+        }
+    }
 }

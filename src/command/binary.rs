@@ -5,8 +5,10 @@
 //! Quiet opcodes send nothing on success (and a quiet get nothing on a miss); errors are
 //! always sent. Every reply echoes the request's opcode and opaque.
 
-use crate::protocol::binary::{Command, Header, StoreOp, status, write_header};
-use crate::storage::{Delta, DeltaResult, Mode, StoreError, StoreResult, Write};
+use crate::protocol::binary::{Command, Header, StoreOp, opcode, status, write_header};
+use crate::storage::{
+    Delete, DeleteResult, Delta, DeltaResult, Mode, Read, StoreError, StoreResult, Write,
+};
 
 use super::auth::{Sasl, Session};
 use super::reply::{Admit, Room};
@@ -34,7 +36,7 @@ impl Context {
                 touch,
             } => return self.binary_get(h, key, quiet, with_key, touch, out, room),
             Command::Touch { key, exptime } => {
-                let opts = crate::storage::Read {
+                let opts = Read {
                     touch: Some(i64::from(exptime)),
                     ..Default::default()
                 };
@@ -57,14 +59,14 @@ impl Context {
             } => self.binary_store(h, op, key, value, flags, exptime, quiet, out),
             Command::Delete { key, quiet } => {
                 self.detail(key, dump::DetailOp::Delete);
-                let opts = crate::storage::Delete {
+                let opts = Delete {
                     compare_cas: (h.cas != 0).then_some(h.cas),
                     ..Default::default()
                 };
                 match self.store.delete_with(key, &opts) {
-                    crate::storage::DeleteResult::Deleted => success(out, h, quiet, 0),
-                    crate::storage::DeleteResult::NotFound => error(out, h, status::KEY_ENOENT),
-                    crate::storage::DeleteResult::Exists => error(out, h, status::KEY_EEXISTS),
+                    DeleteResult::Deleted => success(out, h, quiet, 0),
+                    DeleteResult::NotFound => error(out, h, status::KEY_ENOENT),
+                    DeleteResult::Exists => error(out, h, status::KEY_EEXISTS),
                 }
             }
             Command::Arithmetic {
@@ -246,7 +248,7 @@ impl Context {
         session: &mut Session,
         out: &mut Vec<u8>,
     ) {
-        let step = h.opcode == crate::protocol::binary::opcode::SASL_STEP;
+        let step = h.opcode == opcode::SASL_STEP;
         if self.config.sasl_pwdb.is_some()
             && mechanism.len() <= crate::auth::MAX_MECHANISM_LEN
             && !storable

@@ -466,87 +466,25 @@ impl Connection {
                 Binding::Ascii => false,
                 Binding::Auto => self.rbuf[0] == binary::REQUEST_MAGIC,
             });
-            if binary {
-                match self.process_binary(env, started) {
-                    Ok((used, outcome)) => {
-                        self.rbuf.advance(used);
-                        self.settle(ctx);
-                        *handled += 1;
-                        match outcome {
-                            Outcome::Continue => continue,
-                            Outcome::Close => return Step::Close(Closed::Quit),
-                            Outcome::Shutdown => unreachable!("no binary shutdown"),
-                        }
-                    }
-                    Err(Step::OutFull) => {
-                        *handled = per_event;
-                        return Step::OutFull;
-                    }
-                    Err(step) => return step,
-                }
-            }
-            if ctx.config.ascii_auth.is_some() && !self.session.authenticated {
-                match self.process_unauthenticated(ctx) {
-                    Ok(used) => {
-                        self.rbuf.advance(used);
-                        self.settle(ctx);
-                        *handled += 1;
-                        continue;
-                    }
-                    Err(step) => return step,
-                }
-            }
-            let (used, outcome) = match protocol::parse(&self.rbuf, &self.limits) {
-                Parsed::Incomplete => {
-                    self.info.state.store(state::NREAD, Ordering::Relaxed);
-                    return Step::NeedInput;
-                }
-                Parsed::Close(why) => {
-                    ctx.counters.reject(match why {
-                        Dropped::LineTooLong => Rejected::LineTooLong,
-                        Dropped::ForeignProtocol => Rejected::ForeignProtocol,
-                    });
-                    return Step::Close(Closed::ProtocolError);
-                }
-                Parsed::Request(req, used) => {
-                    let mut room = Room {
-                        budget: &ctx.buffers,
-                        charged: &mut self.out_charged,
-                        sent: self.sent,
-                    };
-                    let progress =
-                        ctx.execute(&req, &self.info, &mut self.out, &mut room, &mut self.resume);
-                    let Progress::Done(outcome) = progress else {
-                        // The same request runs again once its replies so far are sent,
-                        // after the other connections of this thread had their turn: a
-                        // stream's slice is as much work as a turn allows (`-R`).
-                        self.settle(ctx);
-                        *handled = per_event;
-                        return Step::OutFull;
-                    };
-                    self.swallow = req.swallow();
-                    if let Some(started) = started {
-                        env.latency.record(latency_class(&req), started.elapsed());
-                    }
-                    (used, outcome)
-                }
-                Parsed::Error {
-                    error,
-                    consumed,
-                    swallow,
-                    noreply,
-                } => {
-                    ctx.counters.reject(rejected_kind(error));
-                    if !noreply {
-                        line(&mut self.out, error.message());
-                    }
-                    self.swallow = swallow;
-                    (consumed, Outcome::Continue)
-                }
+            let ran = if binary {
+                self.process_binary(env, started)
+            } else if ctx.config.ascii_auth.is_some() && !self.session.authenticated {
+                self.process_unauthenticated(ctx)
+                    .map(|used| (used, Outcome::Continue))
+            } else {
+                self.process_text(env, started, mark, verbose)
             };
-            if verbose {
-                self.log_exchange(used, mark);
-            }
+            let (used, outcome) = match ran {
+                Ok(ran) => ran,
+                // A paused reply: the same request runs again once its replies so far are
+                // sent, after the other connections of this thread had their turn (a
+                // stream's slice is as much work as a turn allows, `-R`).
+                Err(Step::OutFull) => {
+                    *handled = per_event;
+                    return Step::OutFull;
+                }
+                Err(step) => return step,
+            };
             self.rbuf.advance(used);
             self.settle(ctx);
             *handled += 1;
@@ -559,6 +497,67 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Runs the text or meta request at the start of the read buffer: `Ok((bytes taken,
+    /// what next))`, or `Err(step)` when it cannot run now (more input, a paused reply, a
+    /// close).
+    fn process_text(
+        &mut self,
+        env: &mut Env<'_>,
+        started: Option<std::time::Instant>,
+        mark: usize,
+        verbose: bool,
+    ) -> Result<(usize, Outcome), Step> {
+        let ctx = env.ctx;
+        let (used, outcome) = match protocol::parse(&self.rbuf, &self.limits) {
+            Parsed::Incomplete => {
+                self.info.state.store(state::NREAD, Ordering::Relaxed);
+                return Err(Step::NeedInput);
+            }
+            Parsed::Close(why) => {
+                ctx.counters.reject(match why {
+                    Dropped::LineTooLong => Rejected::LineTooLong,
+                    Dropped::ForeignProtocol => Rejected::ForeignProtocol,
+                });
+                return Err(Step::Close(Closed::ProtocolError));
+            }
+            Parsed::Request(req, used) => {
+                let mut room = Room {
+                    budget: &ctx.buffers,
+                    charged: &mut self.out_charged,
+                    sent: self.sent,
+                };
+                let progress =
+                    ctx.execute(&req, &self.info, &mut self.out, &mut room, &mut self.resume);
+                let Progress::Done(outcome) = progress else {
+                    self.settle(ctx);
+                    return Err(Step::OutFull);
+                };
+                self.swallow = req.swallow();
+                if let Some(started) = started {
+                    env.latency.record(latency_class(&req), started.elapsed());
+                }
+                (used, outcome)
+            }
+            Parsed::Error {
+                error,
+                consumed,
+                swallow,
+                noreply,
+            } => {
+                ctx.counters.reject(rejected_kind(error));
+                if !noreply {
+                    line(&mut self.out, error.message());
+                }
+                self.swallow = swallow;
+                (consumed, Outcome::Continue)
+            }
+        };
+        if verbose {
+            self.log_exchange(used, mark);
+        }
+        Ok((used, outcome))
     }
 
     /// `-Y` before the connection authenticated, read as memcached reads it: a line of at
@@ -602,8 +601,8 @@ impl Connection {
                     self.info.state.store(state::NREAD, Ordering::Relaxed);
                     return Err(Step::NeedInput);
                 }
-                let data = self.rbuf[nl + 1..nl + 1 + len].to_vec();
-                let reply = ctx.ascii_authenticate(&data, &mut self.session);
+                let reply =
+                    ctx.ascii_authenticate(&self.rbuf[nl + 1..nl + 1 + len], &mut self.session);
                 self.preauth_reply(reply);
                 return Ok(end);
             }

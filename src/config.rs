@@ -124,7 +124,8 @@ pub struct Cli {
     /// ASCII authentication: a file of user:password lines; text protocol only
     #[arg(short = 'Y', long = "auth-file")]
     pub auth_file: Option<PathBuf>,
-    /// Memory file for warm restarts (not supported yet)
+    /// Warm restarts: save the cache to this file on a graceful stop (SIGTERM, SIGINT,
+    /// SIGUSR1, `shutdown graceful`) and restore it at start-up
     #[arg(short = 'e', long = "memory-file")]
     pub memory_file: Option<PathBuf>,
     /// TLS (not supported yet)
@@ -173,6 +174,8 @@ pub enum Binding {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `-e`: where the cache is saved at a graceful stop and restored from at start-up.
+    pub memory_file: Option<PathBuf>,
     /// TCP port; 0 = no TCP listener unless `random_port`.
     pub port: u16,
     /// `-p -1`: let the OS pick the port (written to `$MEMCACHED_PORT_FILENAME`).
@@ -492,13 +495,8 @@ impl Cli {
                 "UDP is not supported by memcrab: use -U 0 (the memcached 1.6 default) or leave -U out",
             );
         }
-        for (on, what) in [
-            (self.ssl, "TLS (-Z)"),
-            (self.memory_file.is_some(), "a memory file (-e)"),
-        ] {
-            if on {
-                return err(format!("{what} is not supported by memcrab yet"));
-            }
+        if self.ssl {
+            return err("TLS (-Z) is not supported by memcrab yet");
         }
         let random_port = self.port == -1;
         let port = match self.port {
@@ -551,6 +549,7 @@ impl Cli {
             metrics_port: self.metrics_port,
             sasl_pwdb,
             ascii_auth,
+            memory_file: self.memory_file.clone(),
             read_buf_mem_limit: None,
             store: StoreConfig {
                 limit_bytes,

@@ -10,6 +10,7 @@ use memcrab::command::Context;
 use memcrab::config::{Action, Cli, Config};
 use memcrab::metrics::Exporter;
 use memcrab::server::{self, Listener};
+use memcrab::storage::snapshot::Loaded;
 use memcrab::storage::{Store, SystemClock};
 
 /// Items the reaper checks per shard per tick, and the tick. A full pass over a million
@@ -73,17 +74,8 @@ fn tune_allocator() {
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let signal = signals().map_err(|e| format!("failed to install signal handlers: {e}"))?;
-    let listeners = bind(&config).await?;
-    drop_privileges(&config)?;
-    if let Some(path) = &config.pidfile {
-        std::fs::write(path, format!("{}\n", std::process::id()))?;
-    }
-    if let Ok(path) = std::env::var("MEMCACHED_PORT_FILENAME") {
-        write_port_file(&path, &listeners);
-    }
     let store = Arc::new(Store::new(config.store.clone(), Arc::new(SystemClock)));
     let ctx = Arc::new(Context::new(store, config.clone()));
-    let reaper = config.lru_crawler.then(|| spawn_reaper(ctx.clone()));
     if config.metrics_port != 0 {
         let exporter = Arc::new(Exporter::new(ctx.clone()));
         match metrics_listener(&config).await {
@@ -97,10 +89,42 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             ),
         }
     }
-    server::run(listeners, ctx, signal).await;
+    // A warm restart: the items come back before the first client does; `/readyz` says
+    // "loading" meanwhile, and the listeners are not bound yet, so a TCP readiness probe
+    // fails too.
+    if let Some(path) = config.memory_file.clone() {
+        let store = ctx.store.clone();
+        ctx.loading.store(true, Ordering::Relaxed);
+        let loaded = tokio::task::spawn_blocking(move || store.load_file(&path)).await?;
+        ctx.loading.store(false, Ordering::Relaxed);
+        report_restore(&config, &loaded);
+    }
+    let listeners = bind(&config).await?;
+    drop_privileges(&config)?;
+    if let Some(path) = &config.pidfile {
+        std::fs::write(path, format!("{}\n", std::process::id()))?;
+    }
+    if let Ok(path) = std::env::var("MEMCACHED_PORT_FILENAME") {
+        write_port_file(&path, &listeners);
+    }
+    let reaper = config.lru_crawler.then(|| spawn_reaper(ctx.clone()));
+    server::run(listeners, ctx.clone(), signal).await;
     if let Some((stop, handle)) = reaper {
         stop.store(true, Ordering::Relaxed);
         let _ = handle.join();
+    }
+    // Every connection has been served and closed: save what the cache holds.
+    if let Some(path) = &config.memory_file {
+        match ctx.store.save_file(path) {
+            Ok(saved) => eprintln!(
+                "saved {} items ({:.1} MiB) to {} in {:.2} s",
+                saved.items,
+                saved.bytes as f64 / (1 << 20) as f64,
+                path.display(),
+                saved.elapsed.as_secs_f64()
+            ),
+            Err(e) => eprintln!("failed to save the cache to {}: {e}", path.display()),
+        }
     }
     if let Some(path) = &config.pidfile {
         let _ = std::fs::remove_file(path);
@@ -109,6 +133,42 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// One line on what a warm restart brought back, or why it starts empty.
+fn report_restore(config: &Config, loaded: &Loaded) {
+    let path = config
+        .memory_file
+        .as_deref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    match loaded {
+        Loaded::Missing => eprintln!("no saved cache at {path}: starting empty"),
+        Loaded::Refused(why) => eprintln!("not restoring {path}: {why}; starting empty"),
+        Loaded::Restored(r) => {
+            let mut line = format!(
+                "restored {} items from {path} in {:.2} s",
+                r.items,
+                r.elapsed.as_secs_f64()
+            );
+            for (n, what) in [
+                (r.expired, "expired since the save"),
+                (r.too_large, "over -I"),
+                (r.no_memory, "beyond -m"),
+            ] {
+                if n > 0 {
+                    line.push_str(&format!("; {n} {what} left out"));
+                }
+            }
+            for note in &r.notes {
+                line.push_str(&format!("; {note}"));
+            }
+            if let Some(problem) = &r.problem {
+                line.push_str(&format!("; stopped early: {problem}"));
+            }
+            eprintln!("{line}");
+        }
+    }
 }
 
 /// Installs the signal handlers and returns a future that resolves on the first SIGTERM,

@@ -89,6 +89,8 @@ pub struct Context {
     pub conns: Mutex<BTreeMap<i32, Arc<ConnInfo>>>,
     /// Set from the shutdown signal on: `/readyz` fails, `accepting_conns` is 0.
     pub draining: AtomicBool,
+    /// Set while a warm restart reads the saved cache: `/readyz` fails.
+    pub loading: AtomicBool,
     pub latency: Latency,
     /// The cap on connection buffers (`-o read_buf_mem_limit`).
     pub buffers: BufferBudget,
@@ -112,6 +114,7 @@ impl Context {
             started: Instant::now(),
             conns: Mutex::new(BTreeMap::new()),
             draining: AtomicBool::new(false),
+            loading: AtomicBool::new(false),
             latency: Latency::default(),
             detail_on: AtomicBool::new(config_detail),
             detail: Mutex::new(dump::Detail::default()),

@@ -341,7 +341,10 @@ impl Context {
         stat(out, "inline_ascii_response", "no");
         // 1.6.45 prints 0 (1.6.18: "(null)").
         stat(out, "num_napi_ids", 0);
-        stat(out, "memory_file", "(null)");
+        match &self.config.memory_file {
+            Some(path) => stat(out, "memory_file", path.display()),
+            None => stat(out, "memory_file", "(null)"),
+        }
         stat(out, "client_flags_size", 4);
     }
 

@@ -58,8 +58,11 @@ fn respond(exporter: &Exporter, req: &Request<Incoming>) -> Response<Full<Bytes>
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            if exporter.context().draining.load(Ordering::Relaxed) {
+            let ctx = exporter.context();
+            if ctx.draining.load(Ordering::Relaxed) {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if ctx.loading.load(Ordering::Relaxed) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "loading\n")
             } else {
                 text(StatusCode::OK, "ready\n")
             }

@@ -22,6 +22,7 @@ pub mod item;
 pub mod ops;
 pub mod pool;
 mod shard;
+pub mod snapshot;
 pub mod stats;
 
 use std::hash::BuildHasher;

@@ -14,11 +14,25 @@ impl Shard {
         hash: u64,
         new: &NewItem<'_>,
     ) -> Result<Loc, ()> {
+        // New items start on probation; with `-M` nothing is evicted, so there is no
+        // probation and every item goes to the main queue.
+        self.insert_into(ctx, hash, new, ctx.evictions)
+    }
+
+    /// [`Self::insert`] into the chosen queue: a restored item goes back to the queue it
+    /// was saved from.
+    pub(super) fn insert_into(
+        &mut self,
+        ctx: &Ctx<'_>,
+        hash: u64,
+        new: &NewItem<'_>,
+        on_probation: bool,
+    ) -> Result<Loc, ()> {
         let len = new.total_len();
         let at = if len > LARGE_ITEM {
             self.alloc_large(ctx, len)?
         } else {
-            self.alloc_in_segment(ctx, len)?
+            self.alloc_in_segment(ctx, len, on_probation)?
         };
         let (slot, off) = split(at);
         let dst: &mut [u8] = if slot == LARGE_SLOT {
@@ -39,10 +53,12 @@ impl Shard {
         Ok(at)
     }
 
-    fn alloc_in_segment(&mut self, ctx: &Ctx<'_>, len: usize) -> Result<Loc, ()> {
-        // New items start on probation; with `-M` nothing is evicted, so there is no
-        // probation and every item goes to the main queue.
-        let on_probation = ctx.evictions;
+    fn alloc_in_segment(
+        &mut self,
+        ctx: &Ctx<'_>,
+        len: usize,
+        on_probation: bool,
+    ) -> Result<Loc, ()> {
         // Each round either places the item, adds a segment, or frees space; the bound only
         // guards against a bug turning into a spin.
         for _ in 0..self.segments() + 3 {

@@ -22,6 +22,7 @@ mod alloc;
 mod evict;
 mod large;
 mod ops;
+mod snapshot;
 mod walk;
 
 use std::collections::VecDeque;

@@ -297,6 +297,17 @@ impl Index {
         self.table.bytes() + self.old.as_ref().map_or(0, |m| m.table.bytes())
     }
 
+    /// Sizes an empty index for `entries` at once (a restore knows how many are coming),
+    /// so that filling it moves nothing. Does nothing once it holds entries.
+    pub(crate) fn reserve(&mut self, entries: usize) {
+        if self.len == 0 && self.old.is_none() {
+            let groups = (entries * 100 / GROWN_LOAD_PCT).div_ceil(GROUP);
+            if groups > self.table.groups.len() {
+                self.table = Table::with_groups(groups);
+            }
+        }
+    }
+
     /// Drops every entry and the table with them.
     pub(crate) fn clear(&mut self) {
         self.table = Table::default();

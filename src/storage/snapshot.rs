@@ -18,7 +18,8 @@
 //!  40   8  -m in bytes
 //!  48   8  -I in bytes
 //!  56  32  memcrab version, zero-padded
-//!  88  36  zero
+//!  88   8  items linked at the save (some may have expired since)
+//!  96  28  zero
 //! 124   4  CRC-32 of bytes 0..124
 //! blocks, each
 //!   0   1  kind: 1 = main queue, 2 = probation queue, 0xFF = end
@@ -114,6 +115,7 @@ struct Header {
     limit_bytes: u64,
     item_size_max: u64,
     version: String,
+    items: u64,
 }
 
 fn crc(parts: &[&[u8]]) -> u32 {
@@ -146,6 +148,7 @@ impl Header {
         let v = self.version.as_bytes();
         let n = v.len().min(32);
         b[56..56 + n].copy_from_slice(&v[..n]);
+        b[88..96].copy_from_slice(&self.items.to_le_bytes());
         let sum = crc(&[&b[..124]]);
         b[124..128].copy_from_slice(&sum.to_le_bytes());
         b
@@ -178,28 +181,48 @@ impl Header {
             limit_bytes: u64_at(b, 40),
             item_size_max: u64_at(b, 48),
             version: String::from_utf8_lossy(&version[..end]).into_owned(),
+            items: u64_at(b, 88),
         })
     }
 }
 
-/// Cuts records into checksummed blocks and writes them.
+/// Cuts records into checksummed blocks and writes them, one `write` a block.
 struct BlockWriter<'w, W: Write> {
     out: &'w mut W,
     kind: u8,
-    payload: Vec<u8>,
+    /// The block being built: room for its header, then its payload.
+    buf: Vec<u8>,
     records: u32,
     blocks: u64,
     items: u64,
     bytes: u64,
 }
 
-impl<W: Write> BlockWriter<'_, W> {
+impl<'w, W: Write> BlockWriter<'w, W> {
+    fn new(out: &'w mut W, bytes: u64) -> Self {
+        let mut buf = Vec::with_capacity(BLOCK_HEADER + BLOCK_TARGET);
+        buf.resize(BLOCK_HEADER, 0);
+        Self {
+            out,
+            kind: KIND_MAIN,
+            buf,
+            records: 0,
+            blocks: 0,
+            items: 0,
+            bytes,
+        }
+    }
+
+    fn payload_len(&self) -> usize {
+        self.buf.len() - BLOCK_HEADER
+    }
+
     fn record(&mut self, it: ItemRef<'_>, to_unix: impl Fn(u32) -> u32) -> io::Result<()> {
         let (key, value) = (it.key(), it.value());
-        if self.payload.len() + RECORD_HEADER + key.len() + value.len() > BLOCK_TARGET {
+        if self.payload_len() + RECORD_HEADER + key.len() + value.len() > BLOCK_TARGET {
             self.flush()?;
         }
-        let p = &mut self.payload;
+        let p = &mut self.buf;
         p.push(key.len() as u8);
         p.push(it.bits() & SAVED_BITS);
         p.extend_from_slice(&it.flags().to_le_bytes());
@@ -220,17 +243,18 @@ impl<W: Write> BlockWriter<'_, W> {
     }
 
     fn block(&mut self, kind: u8) -> io::Result<()> {
-        let mut head = [0u8; BLOCK_HEADER];
+        let len = self.payload_len() as u32;
+        let head = &mut self.buf[..BLOCK_HEADER];
         head[0] = kind;
-        head[4..8].copy_from_slice(&(self.payload.len() as u32).to_le_bytes());
+        head[1..4].fill(0);
+        head[4..8].copy_from_slice(&len.to_le_bytes());
         head[8..12].copy_from_slice(&self.records.to_le_bytes());
-        let sum = crc(&[&head[..12], &self.payload]);
-        head[12..16].copy_from_slice(&sum.to_le_bytes());
-        self.out.write_all(&head)?;
-        self.out.write_all(&self.payload)?;
-        self.bytes += (BLOCK_HEADER + self.payload.len()) as u64;
+        let sum = crc(&[&self.buf[..12], &self.buf[BLOCK_HEADER..]]);
+        self.buf[12..16].copy_from_slice(&sum.to_le_bytes());
+        self.out.write_all(&self.buf)?;
+        self.bytes += self.buf.len() as u64;
         self.blocks += 1;
-        self.payload.clear();
+        self.buf.truncate(BLOCK_HEADER);
         self.records = 0;
         Ok(())
     }
@@ -245,8 +269,8 @@ impl<W: Write> BlockWriter<'_, W> {
     fn finish(mut self) -> io::Result<(u64, u64)> {
         self.flush()?;
         let (items, blocks) = (self.items, self.blocks);
-        self.payload.extend_from_slice(&items.to_le_bytes());
-        self.payload.extend_from_slice(&(blocks + 1).to_le_bytes());
+        self.buf.extend_from_slice(&items.to_le_bytes());
+        self.buf.extend_from_slice(&(blocks + 1).to_le_bytes());
         self.block(KIND_END)?;
         Ok((items, self.bytes))
     }
@@ -379,18 +403,11 @@ impl Store {
             limit_bytes: self.pool.limit() as u64,
             item_size_max: self.config.item_size_max as u64,
             version: env!("CARGO_PKG_VERSION").into(),
+            items: self.len() as u64,
         };
         out.write_all(&header.encode())?;
         let to_unix = |rel: u32| u32::try_from(self.time.to_unix(rel)).unwrap_or(u32::MAX);
-        let mut blocks = BlockWriter {
-            out,
-            kind: KIND_MAIN,
-            payload: Vec::with_capacity(BLOCK_TARGET + BLOCK_TARGET / 4),
-            records: 0,
-            blocks: 0,
-            items: 0,
-            bytes: HEADER_LEN as u64,
-        };
+        let mut blocks = BlockWriter::new(out, HEADER_LEN as u64);
         for (kind, main) in [(KIND_MAIN, true), (KIND_PROBATION, false)] {
             blocks.flush()?;
             blocks.kind = kind;
@@ -460,6 +477,14 @@ impl Store {
                 .unwrap_or(u32::MAX)
                 .max(1);
             self.oldest_live.fetch_max(rel, Ordering::Relaxed);
+        }
+        // Size each shard's index once for what is coming (bounded by what -m could hold,
+        // whatever the header claims), instead of growing it step by step.
+        let most = self.pool.limit() / 32;
+        let per_shard = (header.items as usize).min(most) / self.shards.len();
+        let ctx = self.ctx();
+        for shard in self.shards.iter() {
+            shard.lock().reserve(&ctx, per_shard + per_shard / 16);
         }
         let mut reader = BlockReader {
             input,

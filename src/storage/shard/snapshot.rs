@@ -32,6 +32,13 @@ impl Shard {
         }
     }
 
+    /// Sizes the index for the items a restore is about to write (the charge is taken now,
+    /// as it would be as they came).
+    pub(crate) fn reserve(&mut self, ctx: &Ctx<'_>, items: usize) {
+        self.index.reserve(items);
+        self.charge_index(ctx);
+    }
+
     /// Writes back a saved item, into the main queue or on probation as it was saved (with
     /// `-M` everything is in the main queue). A restored item is not a client's write, so
     /// `total_items` does not count it. Returns whether there was memory for it.

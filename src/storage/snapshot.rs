@@ -51,6 +51,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use super::Store;
@@ -186,9 +187,12 @@ impl Header {
     }
 }
 
-/// Cuts records into checksummed blocks and writes them, one `write` a block.
-struct BlockWriter<'w, W: Write> {
-    out: &'w mut W,
+/// Hands a finished block on (to the writer thread) and gives back an empty buffer.
+type Sink<'s> = dyn FnMut(Vec<u8>) -> io::Result<Vec<u8>> + 's;
+
+/// Cuts records into checksummed blocks and hands each on whole.
+struct BlockWriter<'w, 's> {
+    sink: &'w mut Sink<'s>,
     kind: u8,
     /// The block being built: room for its header, then its payload.
     buf: Vec<u8>,
@@ -198,12 +202,12 @@ struct BlockWriter<'w, W: Write> {
     bytes: u64,
 }
 
-impl<'w, W: Write> BlockWriter<'w, W> {
-    fn new(out: &'w mut W, bytes: u64) -> Self {
+impl<'w, 's> BlockWriter<'w, 's> {
+    fn new(sink: &'w mut Sink<'s>, bytes: u64) -> Self {
         let mut buf = Vec::with_capacity(BLOCK_HEADER + BLOCK_TARGET);
         buf.resize(BLOCK_HEADER, 0);
         Self {
-            out,
+            sink,
             kind: KIND_MAIN,
             buf,
             records: 0,
@@ -251,10 +255,12 @@ impl<'w, W: Write> BlockWriter<'w, W> {
         head[8..12].copy_from_slice(&self.records.to_le_bytes());
         let sum = crc(&[&self.buf[..12], &self.buf[BLOCK_HEADER..]]);
         self.buf[12..16].copy_from_slice(&sum.to_le_bytes());
-        self.out.write_all(&self.buf)?;
         self.bytes += self.buf.len() as u64;
         self.blocks += 1;
-        self.buf.truncate(BLOCK_HEADER);
+        let full = std::mem::take(&mut self.buf);
+        self.buf = (self.sink)(full)?;
+        self.buf.clear();
+        self.buf.resize(BLOCK_HEADER, 0);
         self.records = 0;
         Ok(())
     }
@@ -389,7 +395,7 @@ impl Store {
     /// Writes every live item to `out`: the main queues of all shards, the large items,
     /// then the probation queues, each oldest first. Runs shard by shard under each lock;
     /// meant for a server that no longer serves.
-    pub fn save(&self, out: &mut impl Write) -> io::Result<Saved> {
+    pub fn save(&self, out: &mut (impl Write + Send)) -> io::Result<Saved> {
         let start = Instant::now();
         let oldest_live = self.oldest_live.load(Ordering::Relaxed);
         let header = Header {
@@ -406,8 +412,47 @@ impl Store {
             items: self.len() as u64,
         };
         out.write_all(&header.encode())?;
+        // Two threads: this one copies items into blocks and checksums them while a writer
+        // writes the previous blocks (the copy into the file is the kernel's, and as long).
+        let (full_tx, full_rx) = sync_channel::<Vec<u8>>(2);
+        let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(4);
+        let (produced, written) = std::thread::scope(|scope| {
+            let writer = scope.spawn(move || -> io::Result<()> {
+                for buf in full_rx {
+                    out.write_all(&buf)?;
+                    let _ = empty_tx.try_send(buf);
+                }
+                Ok(())
+            });
+            let mut sink = move |buf: Vec<u8>| -> io::Result<Vec<u8>> {
+                full_tx
+                    .send(buf)
+                    .map_err(|_| io::Error::other("the snapshot writer stopped"))?;
+                Ok(empty_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(BLOCK_HEADER + BLOCK_TARGET)))
+            };
+            let produced = self.save_blocks(&mut sink);
+            // The writer ends when the sender, which the sink owns, is gone.
+            drop(sink);
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("panicked")));
+            (produced, written)
+        });
+        written?;
+        let (items, bytes) = produced?;
+        Ok(Saved {
+            items,
+            bytes,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    /// The blocks of a save, main queues first, then probation.
+    fn save_blocks(&self, sink: &mut Sink<'_>) -> io::Result<(u64, u64)> {
         let to_unix = |rel: u32| u32::try_from(self.time.to_unix(rel)).unwrap_or(u32::MAX);
-        let mut blocks = BlockWriter::new(out, HEADER_LEN as u64);
+        let mut blocks = BlockWriter::new(sink, HEADER_LEN as u64);
         for (kind, main) in [(KIND_MAIN, true), (KIND_PROBATION, false)] {
             blocks.flush()?;
             blocks.kind = kind;
@@ -423,18 +468,13 @@ impl Store {
                 result?;
             }
         }
-        let (items, bytes) = blocks.finish()?;
-        Ok(Saved {
-            items,
-            bytes,
-            elapsed: start.elapsed(),
-        })
+        blocks.finish()
     }
 
     /// Writes back the items of a snapshot read from `input`. Never fails: a file that
     /// goes bad stops the restore where it does, with the reason in `problem`, keeping
     /// what came before (each block is checked whole before any of its items is used).
-    pub fn restore(&self, input: &mut impl Read) -> Restored {
+    pub fn restore(&self, input: &mut (impl Read + Send)) -> Restored {
         let start = Instant::now();
         let mut report = Restored::default();
         let mut head = [0u8; HEADER_LEN];
@@ -492,82 +532,120 @@ impl Store {
                 .max(self.config.item_size_max + RECORD_HEADER + super::MAX_KEY_LEN),
             payload: Vec::new(),
         };
+        // Two threads: a reader reads and checks the next blocks while this one writes
+        // the items of the last into the store.
+        let (block_tx, block_rx) = sync_channel::<Result<(Block, Vec<u8>), String>>(2);
+        let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(4);
         let mut max_cas = 0u64;
-        let mut blocks = 0u64;
-        let mut items_seen = 0u64;
-        loop {
-            let block = match reader.next() {
-                Ok(b) => b,
-                Err(problem) => {
-                    report.problem = Some(problem);
-                    break;
-                }
-            };
-            blocks += 1;
-            match block {
-                Block::Skipped => {
-                    report.too_large += 1;
-                    items_seen += 1;
-                }
-                Block::End { items, blocks: b } => {
-                    if items != items_seen || b != blocks {
-                        report.problem = Some("the end block does not match the file".into());
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                loop {
+                    let next = reader.next();
+                    let more = matches!(next, Ok(Block::Items { .. } | Block::Skipped));
+                    let payload = std::mem::replace(
+                        &mut reader.payload,
+                        spare_rx.try_recv().unwrap_or_default(),
+                    );
+                    // A receiver that stopped listening has found the file bad.
+                    if block_tx.send(next.map(|b| (b, payload))).is_err() || !more {
+                        return;
                     }
-                    break;
                 }
-                Block::Items { main, records } => {
-                    let mut p = &reader.payload[..];
-                    let mut parsed = Vec::with_capacity(records.min(1 << 16) as usize);
-                    for _ in 0..records {
-                        match parse_record(&mut p) {
-                            Some(r) => parsed.push(r),
-                            None => break,
-                        }
-                    }
-                    if parsed.len() != records as usize || !p.is_empty() {
-                        report.problem = Some("a block's records are malformed".into());
+            });
+            let mut blocks = 0u64;
+            let mut items_seen = 0u64;
+            for next in block_rx {
+                let (block, payload) = match next {
+                    Ok(b) => b,
+                    Err(problem) => {
+                        report.problem = Some(problem);
                         break;
                     }
-                    items_seen += u64::from(records);
-                    let now = self.time.now();
-                    for r in parsed {
-                        let exptime = if r.exptime == 0 {
-                            0
-                        } else {
-                            relative(r.exptime)
-                        };
-                        if exptime != 0 && exptime <= now {
-                            report.expired += 1;
-                            continue;
+                };
+                blocks += 1;
+                match block {
+                    Block::Skipped => {
+                        report.too_large += 1;
+                        items_seen += 1;
+                    }
+                    Block::End { items, blocks: b } => {
+                        if items != items_seen || b != blocks {
+                            report.problem = Some("the end block does not match the file".into());
                         }
-                        if !self.fits(r.key.len(), r.value.len()) {
-                            report.too_large += 1;
-                            continue;
+                        break;
+                    }
+                    Block::Items { main, records } => {
+                        match self.restore_block(&payload, records, main, &relative, &mut report) {
+                            Some(cas) => max_cas = max_cas.max(cas),
+                            None => {
+                                report.problem = Some("a block's records are malformed".into());
+                                break;
+                            }
                         }
-                        let new = NewItem {
-                            key: r.key,
-                            value: [r.value, &[]],
-                            flags: r.flags,
-                            exptime,
-                            atime: relative(r.atime),
-                            cas: r.cas,
-                            bits: r.bits,
-                        };
-                        if self.restore_item(&new, main) {
-                            report.items += 1;
-                            max_cas = max_cas.max(r.cas);
-                        } else {
-                            report.no_memory += 1;
-                        }
+                        items_seen += u64::from(records);
                     }
                 }
+                let _ = spare_tx.try_send(payload);
             }
-        }
+        });
         // CAS values keep increasing across the restart.
         let next = header.next_cas.max(max_cas.saturating_add(1));
         self.next_cas.fetch_max(next, Ordering::Relaxed);
         report.elapsed = start.elapsed();
         report
+    }
+
+    /// Writes back one block's records, all checked before the first is used. Returns the
+    /// largest CAS restored, or `None` if the records do not add up to the block.
+    fn restore_block(
+        &self,
+        payload: &[u8],
+        records: u32,
+        main: bool,
+        relative: &dyn Fn(u32) -> u32,
+        report: &mut Restored,
+    ) -> Option<u64> {
+        let mut p = payload;
+        let mut parsed = Vec::with_capacity(records.min(1 << 16) as usize);
+        for _ in 0..records {
+            parsed.push(parse_record(&mut p)?);
+        }
+        if !p.is_empty() {
+            return None;
+        }
+        let now = self.time.now();
+        let mut max_cas = 0;
+        for r in parsed {
+            let exptime = if r.exptime == 0 {
+                0
+            } else {
+                relative(r.exptime)
+            };
+            if exptime != 0 && exptime <= now {
+                report.expired += 1;
+                continue;
+            }
+            if !self.fits(r.key.len(), r.value.len()) {
+                report.too_large += 1;
+                continue;
+            }
+            let new = NewItem {
+                key: r.key,
+                value: [r.value, &[]],
+                flags: r.flags,
+                exptime,
+                atime: relative(r.atime),
+                cas: r.cas,
+                bits: r.bits,
+            };
+            if self.restore_item(&new, main) {
+                report.items += 1;
+                max_cas = max_cas.max(r.cas);
+            } else {
+                report.no_memory += 1;
+            }
+        }
+        Some(max_cas)
     }
 
     fn restore_item(&self, new: &NewItem<'_>, main: bool) -> bool {

@@ -9,6 +9,9 @@
 #   target/static/context/rootfs/usr/local/bin/memcrab-entrypoint
 #   target/static/context/rootfs/usr/local/bin/docker-entrypoint.sh -> memcrab-entrypoint
 #   target/static/context/rootfs/entrypoint.sh -> usr/local/bin/docker-entrypoint.sh
+#   target/static/context/rootfs/run.sh, opt/bitnami/scripts/memcached/{run,entrypoint}.sh,
+#       usr/bin/pgrep -> the entrypoint (Bitnami's chart runs these names)
+#   target/static/context/cache-state/      (empty: /cache-state, owned by the image's user)
 #   target/static/context/rootfs/etc/{passwd,group,nsswitch.conf}   (from docker/rootfs)
 #
 # It uses its own target directory (CARGO_TARGET_DIR, default target/static) so it never
@@ -43,6 +46,13 @@ cp "$out/memcrab-entrypoint" "$context/rootfs/usr/local/bin/memcrab-entrypoint"
 ln -s memcrab "$context/rootfs/usr/local/bin/memcached"
 ln -s memcrab-entrypoint "$context/rootfs/usr/local/bin/docker-entrypoint.sh"
 ln -s usr/local/bin/docker-entrypoint.sh "$context/rootfs/entrypoint.sh"
+mkdir -p "$context/rootfs/opt/bitnami/scripts/memcached" "$context/rootfs/usr/bin" \
+    "$context/cache-state"
+ln -s usr/local/bin/memcrab-entrypoint "$context/rootfs/run.sh"
+ln -s /usr/local/bin/memcrab-entrypoint "$context/rootfs/opt/bitnami/scripts/memcached/run.sh"
+ln -s /usr/local/bin/memcrab-entrypoint \
+    "$context/rootfs/opt/bitnami/scripts/memcached/entrypoint.sh"
+ln -s ../local/bin/memcrab-entrypoint "$context/rootfs/usr/bin/pgrep"
 cp docker/rootfs/etc/passwd docker/rootfs/etc/group docker/rootfs/etc/nsswitch.conf \
     "$context/rootfs/etc/"
 chmod 0644 "$context/rootfs/etc/"*

@@ -28,3 +28,4 @@ mod noreply;
 mod pipelining;
 mod random_sequences;
 mod stats;
+mod tls;

@@ -30,12 +30,28 @@ fn os_error(e: std::io::Error) -> String {
     text.split(" (os error").next().unwrap_or(&text).to_string()
 }
 
+/// A PEM error in words (the library's own text quotes markers as byte lists).
+fn pem_error(e: rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error as E;
+    match e {
+        E::MissingSectionEnd { end_marker } => format!(
+            "bad PEM: no \"-----{}-----\" line",
+            String::from_utf8_lossy(&end_marker)
+        ),
+        E::IllegalSectionStart { line } => format!(
+            "bad PEM: bad section start {:?}",
+            String::from_utf8_lossy(&line)
+        ),
+        e => format!("bad PEM: {e}"),
+    }
+}
+
 /// The certificates of a PEM file, the server's own first.
 pub fn chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("bad PEM: {e}"))?;
+        .map_err(pem_error)?;
     if certs.is_empty() {
         return Err("no certificate in the file".into());
     }
@@ -48,7 +64,7 @@ pub fn key(path: &Path, format: i64) -> Result<PrivateKeyDer<'static>, String> {
     match format {
         KEYFORMAT_PEM => PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
             rustls::pki_types::pem::Error::NoItemsFound => "no private key in the file".into(),
-            e => format!("bad PEM: {e}"),
+            e => pem_error(e),
         }),
         KEYFORMAT_DER => {
             PrivateKeyDer::try_from(bytes).map_err(|e| format!("not a DER private key: {e}"))

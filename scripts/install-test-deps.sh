@@ -17,11 +17,12 @@ cd "$(dirname "$0")/.."
 # build-essential autoconf automake libevent-dev libssl-dev libsasl2-dev: what
 #   ../shared/oracle/build.sh needs to build memcached 1.6.45, the release memcrab answers as.
 # libsasl2-modules: the PLAIN mechanism, for the oracle's SASL (-S) and pylibmc's.
+# openssl: the TLS tests' throwaway certificates and `openssl s_client` handshakes.
 # libc6-dev and binutils: the static glibc build and strip for the container image
 #   (scripts/build-static.sh).
 APT_PACKAGES=(memcached libmemcached-tools nutcracker prometheus
     build-essential autoconf automake libevent-dev libssl-dev libsasl2-dev libsasl2-modules
-    libc6-dev binutils)
+    libc6-dev binutils openssl)
 PIP_REQUIREMENTS=(tests/clients/requirements.txt tests/container/requirements.txt)
 
 missing_apt() {

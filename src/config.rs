@@ -9,6 +9,7 @@ use clap::{ArgAction, Parser};
 
 use crate::auth::Passwords;
 use crate::storage::StoreConfig;
+use crate::tls::{self, Tls};
 
 /// Raw flags, named and defaulted as memcached names and defaults them.
 #[derive(Debug, Parser)]
@@ -128,7 +129,7 @@ pub struct Cli {
     /// SIGUSR1, `shutdown graceful`) and restore it at start-up
     #[arg(short = 'e', long = "memory-file")]
     pub memory_file: Option<PathBuf>,
-    /// TLS (not supported yet)
+    /// TLS on every listener but those named `notls:` (certificates: -o ssl_chain_cert, ssl_key)
     #[arg(short = 'Z', long = "enable-ssl")]
     pub ssl: bool,
     /// NAPI ids (accepted for compatibility)
@@ -217,6 +218,10 @@ pub struct Config {
     pub sasl_pwdb: Option<PathBuf>,
     /// `-Y`: ASCII authentication, the file's path and its entries (read at start-up).
     pub ascii_auth: Option<(PathBuf, Arc<Passwords>)>,
+    /// The `-o ssl_*` options, as given (`stats settings` prints them with or without `-Z`).
+    pub tls_settings: tls::Settings,
+    /// `-Z`: the loaded certificates and the handshake configuration.
+    pub tls: Option<Arc<Tls>>,
     pub store: StoreConfig,
 }
 
@@ -240,6 +245,18 @@ impl Config {
                 .max(self.store.limit_bytes / 8)
                 .max(self.store.item_size_max.saturating_mul(4)),
         }
+    }
+
+    /// The listeners of `-l`: the address, and whether it speaks TLS (with `-Z`, all but
+    /// those with memcached's `notls:` prefix).
+    pub fn listen_specs(&self) -> Vec<(&str, bool)> {
+        self.listen
+            .iter()
+            .map(|spec| match spec.strip_prefix(NOTLS) {
+                Some(addr) => (addr, false),
+                None => (spec.as_str(), self.tls.is_some()),
+            })
+            .collect()
     }
 
     /// The `inter` setting as memcached shows it.
@@ -269,11 +286,28 @@ const SASL_NEEDS_BINARY: &str = "ERROR: You cannot allow the ASCII protocol whil
 const ASCII_AUTH_NEEDS_ASCII: &str =
     "ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens.";
 
+/// memcached's `-l` prefix for a plaintext listener beside TLS ones.
+const NOTLS: &str = "notls:";
+/// memcached's refusal of `-Z` without a TCP port (exit status 64).
+const TLS_NEEDS_TCP: &str = "ERROR: You cannot enable SSL without a TCP port.";
+/// The start of memcached's TLS set-up errors (`ssl_init`), which exit with status 64.
+const TLS_INIT_ERRORS: &[&str] = &[
+    "Error loading the",
+    "Error validating the certificate",
+    "Error setting the",
+    "Kernel TLS offload",
+    "ERROR: ssl_verify_mode",
+];
+
 impl ConfigError {
     /// The exit status memcached gives for this error: 64 (EX_USAGE) for the protocol
-    /// refusals above, 1 otherwise.
+    /// refusals above and TLS set-up errors, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
-        if self.0 == SASL_NEEDS_BINARY || self.0 == ASCII_AUTH_NEEDS_ASCII {
+        if self.0 == SASL_NEEDS_BINARY
+            || self.0 == ASCII_AUTH_NEEDS_ASCII
+            || self.0 == TLS_NEEDS_TCP
+            || TLS_INIT_ERRORS.iter().any(|p| self.0.starts_with(p))
+        {
             64
         } else {
             1
@@ -350,16 +384,6 @@ const ACCEPTED_EXTENDED: &[&str] = &[
     "ext_max_frag",
     "ext_max_sleep",
     "ext_drop_unread",
-    "ssl_chain_cert",
-    "ssl_key",
-    "ssl_keyformat",
-    "ssl_verify_mode",
-    "ssl_ciphers",
-    "ssl_ca_cert",
-    "ssl_wbuf_size",
-    "ssl_session_cache",
-    "ssl_kernel_tls",
-    "ssl_min_version",
     "proxy_config",
     "proxy_arg",
     "proxy_uring",
@@ -495,9 +519,6 @@ impl Cli {
                 "UDP is not supported by memcrab: use -U 0 (the memcached 1.6 default) or leave -U out",
             );
         }
-        if self.ssl {
-            return err("TLS (-Z) is not supported by memcrab yet");
-        }
         let random_port = self.port == -1;
         let port = match self.port {
             -1 => 0,
@@ -551,6 +572,8 @@ impl Cli {
             ascii_auth,
             memory_file: self.memory_file.clone(),
             read_buf_mem_limit: None,
+            tls_settings: tls::Settings::default(),
+            tls: None,
             store: StoreConfig {
                 limit_bytes,
                 threads: self.threads as usize,
@@ -565,6 +588,7 @@ impl Cli {
         for opt in self.extended.iter().flat_map(|o| o.split(',')) {
             apply_extended(&mut config, opt)?;
         }
+        check_notls(&config, self.ssl)?;
         let st = &config.store;
         if st.item_size_max < 1024 {
             return err("Item max size cannot be less than 1024 bytes.");
@@ -587,8 +611,79 @@ impl Cli {
                 st.item_size_max, st.slab_chunk_max
             ));
         }
+        if self.ssl {
+            // memcached's order: the other checks, then the TCP port, then the files.
+            if config.unix_socket.is_some() || (config.port == 0 && !config.random_port) {
+                return err(TLS_NEEDS_TCP);
+            }
+            let settings = &config.tls_settings;
+            if settings.verify_mode >= 2 && settings.ca_cert.is_none() {
+                return err(
+                    "ERROR: ssl_verify_mode 2 and 3 require client certificates: name the CAs \
+                     that sign them with -o ssl_ca_cert",
+                );
+            }
+            config.tls = Some(Tls::load(settings.clone()).map_err(|e| ConfigError(e.0))?);
+        }
         Ok(config)
     }
+}
+
+/// memcached's check of the `notls:` prefix: only with `-Z`.
+fn check_notls(config: &Config, ssl: bool) -> Result<(), ConfigError> {
+    if !ssl && config.listen.iter().any(|l| l.starts_with(NOTLS)) {
+        return err("'notls' option is valid only when SSL is enabled");
+    }
+    Ok(())
+}
+
+/// One `-o ssl_*` option, read as memcached reads it. `Ok(false)`: not a TLS option.
+fn apply_tls_option(
+    settings: &mut tls::Settings,
+    name: &str,
+    value: Option<&str>,
+) -> Result<bool, ConfigError> {
+    let given = |what: &str| {
+        value
+            .map(str::to_string)
+            .ok_or_else(|| ConfigError(format!("Missing {what} argument")))
+    };
+    let int = |what: &str| -> Result<i64, ConfigError> {
+        given(what)?
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError(format!("could not parse argument to {what}")))
+    };
+    match name {
+        "ssl_chain_cert" => settings.chain_cert = Some(given(name)?.into()),
+        "ssl_key" => settings.key = Some(given(name)?.into()),
+        "ssl_ca_cert" => settings.ca_cert = Some(given(name)?.into()),
+        "ssl_ciphers" => settings.ciphers = Some(given(name)?),
+        "ssl_keyformat" => settings.keyformat = int(name)?,
+        "ssl_verify_mode" => {
+            settings.verify_mode = match int(name)? {
+                v @ 0..=3 => v as u8,
+                _ => return err("Invalid ssl_verify_mode. Use help to see valid options."),
+            }
+        }
+        "ssl_min_version" => {
+            settings.min_version = match int(name)? {
+                v @ 0..=3 => v as u8,
+                _ => return err("Invalid ssl_min_version. Use help to see valid options."),
+            }
+        }
+        "ssl_wbuf_size" => {
+            let kb: u32 = given(name)?
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError(format!("could not parse argument to {name}")))?;
+            settings.wbuf_size = kb as usize * 1024;
+        }
+        "ssl_session_cache" => settings.session_cache = true,
+        "ssl_kernel_tls" => settings.kernel_tls = true,
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 fn apply_extended(config: &mut Config, opt: &str) -> Result<(), ConfigError> {
@@ -632,6 +727,7 @@ fn apply_extended(config: &mut Config, opt: &str) -> Result<(), ConfigError> {
             })?;
             config.read_buf_mem_limit = Some((mb as usize) << 20);
         }
+        _ if apply_tls_option(&mut config.tls_settings, name, value)? => {}
         _ if ACCEPTED_EXTENDED.contains(&name) => {}
         _ => return err(format!("Illegal suboption \"{opt}\"")),
     }

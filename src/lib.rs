@@ -30,3 +30,4 @@ pub mod protocol;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;

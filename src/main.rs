@@ -264,7 +264,10 @@ fn write_port_file(path: &str, listeners: &[Listener]) {
 /// The metrics port listens on the first `-l` address, or on all interfaces.
 async fn metrics_listener(config: &Config) -> std::io::Result<tokio::net::TcpListener> {
     let port = config.metrics_port;
-    let first = config.listen.first().and_then(|spec| resolve(spec, port));
+    let first = config
+        .listen_specs()
+        .first()
+        .and_then(|(spec, _)| resolve(spec, port));
     match first.and_then(|addrs| addrs.into_iter().next()) {
         Some(addr) => listen(SocketAddr::new(addr.ip(), port), 128),
         None => listen(SocketAddr::from(([0u16; 8], port)), 128)
@@ -310,16 +313,16 @@ async fn bind(config: &Config) -> Result<Vec<Listener>, Box<dyn std::error::Erro
             Err(_) => listen(v4, config.backlog)
                 .map_err(|e| format!("failed to listen on TCP port {}: {e}", config.port))?,
         };
-        listeners.push(Listener::Tcp(listener));
+        listeners.push(Listener::tcp(listener, config.tls.is_some()));
         return Ok(listeners);
     }
-    for spec in &config.listen {
+    for (spec, tls) in config.listen_specs() {
         let addrs = resolve(spec, config.port)
             .ok_or_else(|| format!("failed to listen on one of interface(s) {spec}"))?;
         for addr in addrs {
             let listener = listen(addr, config.backlog)
                 .map_err(|e| format!("failed to listen on one of interface(s) {spec}: {e}"))?;
-            listeners.push(Listener::Tcp(listener));
+            listeners.push(Listener::tcp(listener, tls));
         }
     }
     Ok(listeners)

@@ -199,6 +199,22 @@ const COUNTERS: &[(&str, &str)] = &[
         "memcrab_get_flushed_total",
         "Gets that found an item invalidated by flush_all (stats get_flushed).",
     ),
+    (
+        "memcrab_tls_handshake_errors_total",
+        "TLS handshakes that failed (stats ssl_handshake_errors).",
+    ),
+    (
+        "memcrab_tls_protocol_errors_total",
+        "TLS errors after the handshake (stats ssl_proto_errors).",
+    ),
+    (
+        "memcrab_tls_new_sessions_total",
+        "TLS sessions stored for resumption (stats ssl_new_sessions; with ssl_session_cache).",
+    ),
+    (
+        "memcrab_tls_cert_refreshes_total",
+        "Certificate reloads, by result (ok, error): refresh_certs and changed files.",
+    ),
 ];
 
 const GAUGES: &[(&str, &str)] = &[
@@ -306,6 +322,14 @@ const GAUGES: &[(&str, &str)] = &[
     (
         "memcrab_build_info",
         "Constant 1, labelled with memcrab's version.",
+    ),
+    (
+        "memcrab_tls_cert_expiry_timestamp_seconds",
+        "When the server certificate expires (notAfter), unix seconds.",
+    ),
+    (
+        "memcrab_tls_cert_last_refresh_timestamp_seconds",
+        "When the certificates were last loaded, unix seconds (stats time_since_server_cert_refresh).",
     ),
 ];
 
@@ -504,6 +528,22 @@ impl Exporter {
         gauge!("memcrab_hash_table_bytes").set(s.index_bytes as f64);
         gauge!("memcrab_threads").set(cfg.threads as f64);
         gauge!("memcrab_draining").set(if draining { 1.0 } else { 0.0 });
+        if let Some(tls) = &cfg.tls {
+            let t = &tls.counters;
+            counter!("memcrab_tls_handshake_errors_total").absolute(load(&t.handshake_errors));
+            counter!("memcrab_tls_protocol_errors_total").absolute(load(&t.proto_errors));
+            if tls.settings.session_cache {
+                counter!("memcrab_tls_new_sessions_total").absolute(load(&t.new_sessions));
+            }
+            counter!("memcrab_tls_cert_refreshes_total", "result" => "ok")
+                .absolute(load(&t.refreshes));
+            counter!("memcrab_tls_cert_refreshes_total", "result" => "error")
+                .absolute(load(&t.refresh_errors));
+            gauge!("memcrab_tls_cert_expiry_timestamp_seconds")
+                .set(t.not_after.load(Ordering::Relaxed) as f64);
+            gauge!("memcrab_tls_cert_last_refresh_timestamp_seconds")
+                .set(t.refreshed_at.load(Ordering::Relaxed) as f64);
+        }
     }
 
     fn render_latency(&self, out: &mut String) {

@@ -271,6 +271,7 @@ impl Context {
             }
             Request::Stats { args } => return self.stats(args, conn, out, room, resume),
             Request::LruCrawler { args } => return self.lru_crawler(args, out, room, resume),
+            Request::RefreshCerts => self.refresh_certs(out),
         }
         Progress::DONE
     }

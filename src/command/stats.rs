@@ -230,9 +230,27 @@ impl Context {
             "log_watcher_skipped",
             "log_watcher_sent",
             "log_watchers",
-            "unexpected_napi_ids",
-            "round_robin_fallback",
         ] {
+            stat(out, name, 0);
+        }
+        if let Some(tls) = &self.config.tls {
+            let t = &tls.counters;
+            if tls.settings.session_cache {
+                stat(out, "ssl_new_sessions", load(&t.new_sessions));
+            }
+            stat(out, "ssl_handshake_errors", load(&t.handshake_errors));
+            stat(out, "ssl_proto_errors", load(&t.proto_errors));
+            stat(out, "time_since_server_cert_refresh", tls.since_refresh());
+            // memcrab's own: failed refreshes (refresh_certs, or files that changed), and
+            // the certificate's expiry (unix seconds), for an alert before it lapses.
+            stat(out, "ssl_cert_refresh_errors", load(&t.refresh_errors));
+            stat(
+                out,
+                "ssl_cert_not_after",
+                t.not_after.load(Ordering::Relaxed),
+            );
+        }
+        for name in ["unexpected_napi_ids", "round_robin_fallback"] {
             stat(out, name, 0);
         }
         stat(out, "bytes", s.totals.bytes);
@@ -339,6 +357,23 @@ impl Context {
         );
         stat(out, "track_sizes", yes_no(cfg.track_sizes));
         stat(out, "inline_ascii_response", "no");
+        // memcached built with TLS (the oracle, Debian's) prints these with or without -Z.
+        let t = &cfg.tls_settings;
+        let path = |p: &Option<std::path::PathBuf>, none: &str| {
+            p.as_ref()
+                .map_or(none.to_string(), |p| p.display().to_string())
+        };
+        stat(out, "ssl_enabled", yes_no(cfg.tls.is_some()));
+        stat(out, "ssl_chain_cert", path(&t.chain_cert, "(null)"));
+        stat(out, "ssl_key", path(&t.key, "(null)"));
+        stat(out, "ssl_verify_mode", t.verify_flags());
+        stat(out, "ssl_keyformat", t.keyformat);
+        stat(out, "ssl_ciphers", t.ciphers.as_deref().unwrap_or("NULL"));
+        stat(out, "ssl_ca_cert", path(&t.ca_cert, "NULL"));
+        stat(out, "ssl_wbuf_size", t.wbuf_size);
+        stat(out, "ssl_session_cache", yes_no(t.session_cache));
+        stat(out, "ssl_kernel_tls", yes_no(t.kernel_tls));
+        stat(out, "ssl_min_version", t.min_version_text());
         // 1.6.45 prints 0 (1.6.18: "(null)").
         stat(out, "num_napi_ids", 0);
         match &self.config.memory_file {
@@ -449,6 +484,26 @@ impl Context {
             );
             let idle = now.saturating_sub(c.last_cmd.load(Ordering::Relaxed));
             stat(out, &format!("{fd}:secs_since_last_cmd"), idle);
+        }
+    }
+}
+
+impl Context {
+    /// `refresh_certs`: memcached's reply, `OK` or the loading error (the previous
+    /// certificate keeps serving).
+    pub(super) fn refresh_certs(&self, out: &mut Vec<u8>) {
+        match &self.config.tls {
+            None => line(out, "Error TLS not enabled"),
+            Some(tls) => match tls.refresh() {
+                Ok(()) => line(out, "OK"),
+                Err(e) => {
+                    eprintln!(
+                        "refresh_certs failed, still serving the previous certificate: {}",
+                        e.0
+                    );
+                    line(out, &e.0);
+                }
+            },
         }
     }
 }

@@ -94,6 +94,8 @@ pub enum Request<'a> {
     LruCrawler {
         args: &'a [u8],
     },
+    /// `refresh_certs`: reload the TLS certificates (`-Z`).
+    RefreshCerts,
 }
 
 impl Request<'_> {

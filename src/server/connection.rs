@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Buf, BufMut, BytesMut};
 
+use super::secure::{self, Secure};
 use crate::command;
 use crate::command::reply::{REPLY_FLOOR, STREAM_CAP, spare};
 use crate::command::{
@@ -149,6 +150,8 @@ pub(super) struct Env<'a> {
 pub(super) struct Connection {
     pub(super) stream: Stream,
     pub(super) info: Arc<ConnInfo>,
+    /// The TLS layer of a connection on a TLS listener (`-Z`).
+    tls: Option<Secure>,
     limits: Limits,
     rbuf: BytesMut,
     out: Vec<u8>,
@@ -181,10 +184,16 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    pub(super) fn new(stream: Stream, info: Arc<ConnInfo>, limits: Limits) -> Self {
+    pub(super) fn new(
+        stream: Stream,
+        info: Arc<ConnInfo>,
+        tls: Option<rustls::ServerConnection>,
+        limits: Limits,
+    ) -> Self {
         Self {
             stream,
             info,
+            tls: tls.map(Secure::new),
             limits,
             rbuf: BytesMut::new(),
             out: Vec::new(),
@@ -218,9 +227,15 @@ impl Connection {
         self.swallow == 0 || (self.flushed > self.sent && self.flushed == self.out.len())
     }
 
-    /// Replies accepted but not yet written to the socket.
+    /// Replies accepted but not yet written to the socket (or, over TLS, encrypted bytes
+    /// waiting for it).
     pub(super) fn has_unsent(&self) -> bool {
-        self.sent < self.out.len()
+        self.sent < self.out.len() || self.tls.as_ref().is_some_and(Secure::wants_write)
+    }
+
+    /// A TLS connection whose handshake has not finished.
+    pub(super) fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(Secure::handshaking)
     }
 
     /// Runs the connection as far as it can go without blocking.
@@ -235,6 +250,8 @@ impl Connection {
                     io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
                         Next::Close(Closed::Client)
                     }
+                    // A TLS error (counted by the TLS layer).
+                    io::ErrorKind::InvalidData => Next::Close(Closed::ProtocolError),
                     _ => Next::Close(Closed::IoError),
                 }
             }
@@ -342,6 +359,29 @@ impl Connection {
             }
         }
         self.rbuf.reserve(READ_CHUNK);
+        if let Some(tls) = &mut self.tls {
+            let room = self.rbuf.capacity() - self.rbuf.len();
+            let fd = self.stream.fd();
+            let counters = &ctx
+                .config
+                .tls
+                .as_ref()
+                .expect("TLS connections need -Z")
+                .counters;
+            let read = tls.read(
+                fd,
+                &mut self.rbuf,
+                room,
+                &mut self.more_to_read,
+                self.peer_closed,
+                counters,
+            )?;
+            return Ok(match read {
+                secure::Read::Data(n) => Some(n),
+                secure::Read::Eof => Some(0),
+                secure::Read::Empty => None,
+            });
+        }
         let spare = self.rbuf.spare_capacity_mut();
         let want = spare.len();
         loop {
@@ -376,6 +416,16 @@ impl Connection {
             return Ok(true);
         }
         self.info.state.store(state::WRITE, Ordering::Relaxed);
+        if let Some(tls) = &mut self.tls {
+            let n = tls.write(self.stream.fd(), &self.out[self.sent..])?;
+            ctx.counters
+                .bytes_written
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.sent += n;
+            if self.has_unsent() {
+                return Ok(false);
+            }
+        }
         while self.sent < self.out.len() {
             let rest = &self.out[self.sent..];
             // SAFETY: `rest` is initialised memory of `rest.len()` bytes. MSG_NOSIGNAL: a
@@ -792,6 +842,9 @@ impl Connection {
 
     /// Frees the buffers and withdraws them from the gauges; the socket closes on drop.
     pub(super) fn close(mut self, ctx: &Context) {
+        if let Some(tls) = &mut self.tls {
+            tls.close(self.stream.fd());
+        }
         self.rbuf = BytesMut::new();
         self.out = Vec::new();
         self.report_buffers(ctx);

@@ -7,6 +7,7 @@
 
 mod connection;
 pub mod http;
+mod secure;
 pub mod shutdown;
 mod worker;
 
@@ -37,20 +38,31 @@ const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
 /// A bound listening socket.
 pub enum Listener {
     Tcp(TcpListener),
+    /// A TCP listener whose connections speak TLS (`-Z`, all but `notls:` listeners).
+    Tls(TcpListener),
     Unix(UnixListener, PathBuf),
 }
 
 impl Listener {
+    /// A TCP listener, speaking TLS or not.
+    pub fn tcp(listener: TcpListener, tls: bool) -> Self {
+        if tls {
+            Listener::Tls(listener)
+        } else {
+            Listener::Tcp(listener)
+        }
+    }
+
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match self {
-            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Tcp(l) | Listener::Tls(l) => l.local_addr().ok(),
             Listener::Unix(..) => None,
         }
     }
 
     fn describe(&self) -> String {
         match self {
-            Listener::Tcp(l) => l
+            Listener::Tcp(l) | Listener::Tls(l) => l
                 .local_addr()
                 .map(|a| format!("tcp:{a}"))
                 .unwrap_or_else(|_| "tcp:?".into()),
@@ -61,7 +73,7 @@ impl Listener {
     fn fd(&self) -> i32 {
         use std::os::fd::AsRawFd;
         match self {
-            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Tcp(l) | Listener::Tls(l) => l.as_raw_fd(),
             Listener::Unix(l, _) => l.as_raw_fd(),
         }
     }
@@ -90,6 +102,18 @@ pub async fn run(listeners: Vec<Listener>, ctx: Arc<Context>, signal: impl Futur
     if workers.is_empty() {
         return;
     }
+    // New certificates when the files change (a Kubernetes Secret update, say).
+    let watcher = ctx
+        .config
+        .tls
+        .as_ref()
+        .and_then(|tls| match tls.spawn_watcher(stop.clone()) {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                eprintln!("failed to start the TLS certificate watcher: {e}");
+                None
+            }
+        });
     let workers: Arc<[worker::Handle]> = workers.into();
     let next = Arc::new(AtomicUsize::new(0));
     let mut accept_tasks = Vec::new();
@@ -128,7 +152,7 @@ pub async fn run(listeners: Vec<Listener>, ctx: Arc<Context>, signal: impl Futur
     }
     // Each worker bounds its own drain by DRAIN_TIMEOUT.
     let _ = tokio::task::spawn_blocking(move || {
-        for thread in threads {
+        for thread in threads.into_iter().chain(watcher) {
             let _ = thread.join();
         }
     })
@@ -152,7 +176,7 @@ async fn accept_loop(listener: Listener, dispatch: Dispatch) {
     let mut reserve = std::fs::File::open("/dev/null").ok();
     loop {
         let accepted = match &listener {
-            Listener::Tcp(l) => l.accept().await.and_then(|(s, peer)| {
+            Listener::Tcp(l) | Listener::Tls(l) => l.accept().await.and_then(|(s, peer)| {
                 let _ = s.set_nodelay(true);
                 let stream = mio::net::TcpStream::from_std(s.into_std()?);
                 Ok((Stream::Tcp(stream), format!("tcp:{peer}")))
@@ -165,7 +189,7 @@ async fn accept_loop(listener: Listener, dispatch: Dispatch) {
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(1);
-                dispatch.admit(stream, peer);
+                dispatch.admit(stream, peer, matches!(listener, Listener::Tls(_)));
             }
             Err(e) => {
                 if ctx.verbosity.load(Ordering::Relaxed) > 0 {
@@ -190,7 +214,7 @@ async fn accept_loop(listener: Listener, dispatch: Dispatch) {
 impl Dispatch {
     /// Hands a connection to the next worker, or turns the client away when `-c`
     /// connections are open.
-    fn admit(&self, stream: Stream, peer: String) {
+    fn admit(&self, stream: Stream, peer: String, tls: bool) {
         let ctx = &self.ctx;
         let counters = &ctx.counters;
         let current = counters.curr_connections.fetch_add(1, Ordering::Relaxed);
@@ -217,7 +241,7 @@ impl Dispatch {
         ));
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         if self.workers[index]
-            .send(worker::Accepted { stream, info })
+            .send(worker::Accepted { stream, info, tls })
             .is_err()
         {
             // The worker has stopped (shutdown): the connection closes unserved.
@@ -241,7 +265,7 @@ async fn turn_away_waiting(listener: &Listener, ctx: &Context) {
 async fn turn_away_one(listener: &Listener, ctx: &Context) -> bool {
     let now = std::future::ready(());
     let stream = match listener {
-        Listener::Tcp(l) => tokio::select! {
+        Listener::Tcp(l) | Listener::Tls(l) => tokio::select! {
             biased;
             r = l.accept() => r.ok().and_then(|(s, _)| s.into_std().ok()).map(|s| {
                 Stream::Tcp(mio::net::TcpStream::from_std(s))

@@ -36,6 +36,8 @@ const DRAIN_POLL: Duration = Duration::from_millis(10);
 pub(super) struct Accepted {
     pub stream: Stream,
     pub info: Arc<ConnInfo>,
+    /// It came from a TLS listener.
+    pub tls: bool,
 }
 
 /// The accept loop's end of one worker.
@@ -148,7 +150,31 @@ impl Worker {
 
     /// Registers the connections the accept loop sent.
     fn admit(&mut self) {
-        while let Ok(Accepted { mut stream, info }) = self.rx.try_recv() {
+        while let Ok(Accepted {
+            mut stream,
+            info,
+            tls,
+        }) = self.rx.try_recv()
+        {
+            let tls = match self
+                .ctx
+                .config
+                .tls
+                .as_ref()
+                .filter(|_| tls)
+                .map(|t| t.accept())
+            {
+                None => None,
+                Some(Ok(conn)) => Some(conn),
+                Some(Err(e)) => {
+                    eprintln!("failed to start a TLS connection: {e}");
+                    self.ctx
+                        .counters
+                        .curr_connections
+                        .fetch_sub(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
             let entry = self.conns.vacant_entry();
             let token = Token(entry.key());
             let interest = Interest::READABLE | Interest::WRITABLE;
@@ -168,7 +194,7 @@ impl Worker {
                 eprintln!("<{} new auto-negotiating client connection", info.fd);
             }
             self.ctx.register(info.clone());
-            entry.insert(Connection::new(stream, info, self.limits));
+            entry.insert(Connection::new(stream, info, tls, self.limits));
             // Data may have arrived before registration; the first drive reads it.
             self.drive(token.0, false);
         }
@@ -223,7 +249,9 @@ impl Worker {
             .conns
             .iter()
             .filter(|(_, c)| {
-                !c.has_unsent()
+                // A TLS handshake the client stalls counts as idle, even with the server's
+                // flight unread.
+                (!c.has_unsent() || c.handshaking())
                     && now.saturating_sub(c.info.last_cmd.load(Ordering::Relaxed)) >= idle_timeout
             })
             .map(|(key, _)| key)

@@ -23,6 +23,7 @@ VARIANTS = [
     "overlays/twemproxy",
     "overlays/mcrouter",
     "overlays/sidecar-near-cache",
+    "overlays/tls",
 ]
 # kubectl's version here (v1.32); kubernetes-validate 1.37.0 bundles 1.25 to 1.37.
 KUBERNETES_VERSION = "1.32.0"
@@ -182,6 +183,8 @@ def test_core_objects_validate_strictly(variant):
     for d in build(variant):
         if d["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # a CRD: see test_servicemonitor_shape
+        if d["apiVersion"].startswith("cert-manager.io/"):
+            continue  # a CRD: see test_tls_mounts_the_certificate_cert_manager_issues
         try:
             kv.validate(d, KUBERNETES_VERSION, strict=True)
         except kv.ValidationError as e:
@@ -412,3 +415,43 @@ def test_sidecar_near_cache_names_the_sidecar_and_exactly_the_pods():
     assert re.search(
         r"route_failover\{\s*children\s*=\s*\{\s*\"near\",\s*\"far\"\s*\}", text
     )
+
+
+def test_tls_mounts_the_certificate_cert_manager_issues():
+    docs = build("overlays/tls")
+    (cert,) = of_kind(docs, "Certificate")
+    assert cert["apiVersion"] == "cert-manager.io/v1"
+    assert set(cert["spec"]) <= {
+        "secretName", "duration", "renewBefore", "privateKey", "usages", "dnsNames",
+        "issuerRef", "commonName", "subject",
+    }
+    assert cert["spec"]["issuerRef"]["kind"] in ("Issuer", "ClusterIssuer")
+    (sts,) = of_kind(docs, "StatefulSet")
+    spec = sts["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    (c,) = [c for c in spec["containers"] if c["name"] == "memcrab"]
+    (mount,) = [m for m in c["volumeMounts"] if volumes[m["name"]].get("secret")]
+    secret = volumes[mount["name"]]["secret"]
+    assert secret["secretName"] == cert["spec"]["secretName"]
+    assert mount["readOnly"] is True
+    # The flags name the Secret's files under the mount (cert-manager's key names).
+    args = c["args"]
+    assert "-Z" in args
+    opts = dict(
+        o.split("=", 1)
+        for a, o in zip(args, args[1:])
+        if a == "-o"
+        for o in o.split(",")
+        if "=" in o
+    )
+    base = mount["mountPath"].rstrip("/")
+    assert opts["ssl_chain_cert"] == f"{base}/tls.crt"
+    assert opts["ssl_key"] == f"{base}/tls.key"
+    assert opts["ssl_ca_cert"] == f"{base}/ca.crt"
+    assert opts["ssl_verify_mode"] in ("2", "3")
+    # Every pod's DNS name and the client Service are covered by the certificate.
+    names = cert["spec"]["dnsNames"]
+    assert f"*.{sts['spec']['serviceName']}" in names
+    clients = [s["metadata"]["name"] for s in of_kind(docs, "Service")
+               if s["spec"].get("clusterIP") != "None"]
+    assert all(name in names for name in clients)

@@ -28,4 +28,5 @@ mod noreply;
 mod pipelining;
 mod random_sequences;
 mod stats;
+mod tls;
 mod warm_restart;

@@ -71,6 +71,7 @@ pub(super) fn parse<'a>(
             b"lru_crawler" => Ok(Request::LruCrawler {
                 args: rest_after(line, 1),
             }),
+            b"refresh_certs" => Ok(Request::RefreshCerts),
             _ => {
                 // An HTTP request line: close without a word.
                 if n > 1 && tokens.get(n - 1).starts_with(b"HTTP/") {

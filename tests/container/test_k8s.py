@@ -24,7 +24,10 @@ VARIANTS = [
     "overlays/mcrouter",
     "overlays/sidecar-near-cache",
     "overlays/tls",
+    "overlays/warm-restart",
 ]
+# The slowest save measured (BENCHMARKS.md, "Warm restart"): seconds per GiB of -m.
+SAVE_SECONDS_PER_GIB = 4
 # kubectl's version here (v1.32); kubernetes-validate 1.37.0 bundles 1.25 to 1.37.
 KUBERNETES_VERSION = "1.32.0"
 DRAIN_SECONDS = 10  # src/server/mod.rs DRAIN_TIMEOUT
@@ -455,3 +458,32 @@ def test_tls_mounts_the_certificate_cert_manager_issues():
     clients = [s["metadata"]["name"] for s in of_kind(docs, "Service")
                if s["spec"].get("clusterIP") != "None"]
     assert all(name in names for name in clients)
+
+
+def test_warm_restart_keeps_the_file_on_a_claim_and_has_time_to_save_it():
+    docs = build("overlays/warm-restart")
+    (sts,) = of_kind(docs, "StatefulSet")
+    spec = sts["spec"]["template"]["spec"]
+    (c,) = [c for c in spec["containers"] if c["name"] == "memcrab"]
+    args = c["args"]
+    path = flag(args, "-e", "--memory-file")
+    assert path, "no -e"
+    # The file's directory is a per-pod claim (it outlives the pod), writable by the
+    # server's group.
+    (mount,) = [
+        m for m in c["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")
+    ]
+    claims = {t["metadata"]["name"]: t for t in sts["spec"]["volumeClaimTemplates"]}
+    assert mount["name"] in claims
+    assert not mount.get("readOnly")
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"]
+    # The claim holds a snapshot of -m (plus 2% of headers).
+    m = int(flag(args, "-m", "--memory-limit")) * MiB
+    size = quantity(claims[mount["name"]]["spec"]["resources"]["requests"]["storage"])
+    assert size >= m * 1.05, (size, m)
+    # The grace period covers the preStop pause, the drain and the save.
+    pre = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    save = m / (1024 * MiB) * SAVE_SECONDS_PER_GIB
+    assert spec["terminationGracePeriodSeconds"] >= pre + DRAIN_SECONDS + save + 2
+    # Readiness stays on /readyz, which fails while the file is read back.
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"

@@ -538,7 +538,7 @@ impl Store {
         let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(4);
         let mut max_cas = 0u64;
         std::thread::scope(|scope| {
-            scope.spawn(move || {
+            let reader = scope.spawn(move || {
                 loop {
                     let next = reader.next();
                     let more = matches!(next, Ok(Block::Items { .. } | Block::Skipped));
@@ -587,6 +587,9 @@ impl Store {
                 }
                 let _ = spare_tx.try_send(payload);
             }
+            // Joined by hand: that waits for the thread to be gone, its thread-locals
+            // included (the scope's own join does not).
+            let _ = reader.join();
         });
         // CAS values keep increasing across the restart.
         let next = header.next_cas.max(max_cas.saturating_add(1));

@@ -2,8 +2,10 @@
 # The packaging tests (tests/container): the image built from docker/Dockerfile.prebuilt
 # around static binaries built on the host (scripts/build-static.sh), run for real under
 # Docker (argument shapes of the charts, read-only/no-capability runtime, drain on
-# `docker stop`, a three-container "StatefulSet" behind HashClient and twemproxy), and the
-# Kubernetes manifests in k8s/ (kustomize, kubernetes-validate; no Docker needed).
+# `docker stop`, a three-container "StatefulSet" behind HashClient and twemproxy, warm
+# restarts on a Docker volume and a rolling update with and without -e, Bitnami's scripts
+# and variables), and the Kubernetes manifests in k8s/ (kustomize, kubernetes-validate; no
+# Docker needed).
 #
 # Without a working Docker (`docker info` fails) it says so loudly, runs only the tests that
 # need no Docker (k8s/, hadolint, the Dockerfiles) and exits 0 when they pass; under CI

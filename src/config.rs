@@ -12,11 +12,16 @@ use crate::storage::StoreConfig;
 use crate::tls::{self, Tls};
 
 /// Raw flags, named and defaulted as memcached names and defaults them.
+///
+/// A flag given twice takes its last value, as memcached's getopt loop does (`-m 64 -m 128`
+/// is `-m 128`): Bitnami's run.sh puts the chart's variables first and the container's
+/// arguments after them, so the arguments win. `-l`, `-o` and `-v` still accumulate.
 #[derive(Debug, Parser)]
 #[command(
     name = "memcrab",
     disable_help_flag = true,
     disable_version_flag = true,
+    args_override_self = true,
     about = "memcrab: a memcached-compatible cache server"
 )]
 pub struct Cli {
@@ -751,6 +756,40 @@ mod tests {
             Ok(Action::Print(p)) => Err(format!("print: {p}")),
             Err(e) => Err(e.0),
         }
+    }
+
+    #[test]
+    fn a_repeated_flag_takes_its_last_value_as_in_memcached() {
+        let c = run(&[
+            "-m",
+            "256",
+            "-c",
+            "500",
+            "-t",
+            "2",
+            "-p",
+            "11311",
+            "-A",
+            "-m",
+            "128",
+            "-c",
+            "3000",
+            "-A",
+            "--threads=3",
+            "-vv",
+            "-v",
+            "-o",
+            "modern",
+            "-o",
+            "idle_timeout=5",
+        ])
+        .unwrap();
+        assert_eq!(c.store.limit_bytes, 128 << 20);
+        assert_eq!((c.max_conns, c.threads, c.port), (3000, 3, 11311));
+        assert!(c.shutdown_enabled);
+        assert_eq!((c.verbosity, c.idle_timeout), (3, 5));
+        let c = run(&["-l", "127.0.0.1", "-l", "::1"]).unwrap();
+        assert_eq!(c.listen, ["127.0.0.1", "::1"]);
     }
 
     #[test]

@@ -62,10 +62,11 @@ def image():
 
 
 @pytest.fixture
-def containers(image, network, request):
+def containers(image, network, volume, request):
     """Factory: containers(*args, docker_opts=(), publish=True, network=None, wait=True).
 
-    Depends on `network` so that networks are removed after the containers on them.
+    Depends on `network` and `volume` so that networks and volumes are removed after the
+    containers that use them.
     """
     made = []
     test = request.node.name.split("[")[0].replace("_", "-")[-20:].strip("-")
@@ -83,17 +84,36 @@ def containers(image, network, request):
 
 @pytest.fixture
 def network(request):
-    """Factory: network() creates a private bridge network, removed at teardown."""
+    """Factory: network(*options) creates a private bridge network (`docker network create
+    --driver bridge OPTIONS NAME`, e.g. `--subnet`), removed at teardown."""
     if not has_docker():
         pytest.skip("Docker is not available (docker info failed)")
     made = []
 
-    def create():
+    def create(*options):
         name = f"{RUN_ID}-net{len(made)}"
-        docker("network", "create", "--driver", "bridge", name)
         made.append(name)
+        docker("network", "create", "--driver", "bridge", *options, name)
         return name
 
     yield create
     for name in made:
         docker("network", "rm", name, check=False)
+
+
+@pytest.fixture
+def volume(request):
+    """Factory: volume() creates a named Docker volume, removed at teardown."""
+    if not has_docker():
+        pytest.skip("Docker is not available (docker info failed)")
+    made = []
+
+    def create():
+        name = f"{RUN_ID}-vol{len(made)}"
+        made.append(name)
+        docker("volume", "create", name)
+        return name
+
+    yield create
+    for name in made:
+        docker("volume", "rm", "-f", name, check=False)

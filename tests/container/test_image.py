@@ -167,8 +167,8 @@ SHAPES = {
     # helm/charts stable/memcached: command [memcached, "-m 64", -o, modern, -v]
     # ("-m 64" is one argument; memcached's getopt/atoi accept the leading space).
     "stable-memcached": ("memcached", ["-m 64", "-o", "modern", "-v"], 64, 1 * MiB),
-    # Bitnami's chart with the image swapped and `args` set (its MEMCACHED_* variables are
-    # read by Bitnami's own scripts only).
+    # Bitnami's chart with the image swapped and `args` set to a memcached command line
+    # (its default `/run.sh` form and MEMCACHED_* variables: test_warm_restart.py).
     "bitnami-args": (
         None,
         ["memcached", "-m", "256", "-c", "1024", "-t", "2"],

@@ -10,7 +10,7 @@ use memcrab::command::Context;
 use memcrab::config::{Action, Cli, Config};
 use memcrab::metrics::Exporter;
 use memcrab::server::{self, Listener};
-use memcrab::storage::snapshot::Loaded;
+use memcrab::storage::snapshot::{self, Loaded};
 use memcrab::storage::{Store, SystemClock};
 
 /// Items the reaper checks per shard per tick, and the tick. A full pass over a million
@@ -93,6 +93,12 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // "loading" meanwhile, and the listeners are not bound yet, so a TCP readiness probe
     // fails too.
     if let Some(path) = config.memory_file.clone() {
+        snapshot::check_writable(&path).map_err(|e| {
+            format!(
+                "failed to open memory file {}: {e}",
+                snapshot::temp_path(&path).display()
+            )
+        })?;
         let store = ctx.store.clone();
         ctx.loading.store(true, Ordering::Relaxed);
         let loaded = tokio::task::spawn_blocking(move || store.load_file(&path)).await?;

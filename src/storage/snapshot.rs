@@ -754,6 +754,16 @@ pub fn framed_for_fuzzing(data: &[u8], item_size_max: usize) -> Vec<u8> {
     out
 }
 
+/// Checks at start-up that a save to `path` can be written (its temporary file can be made
+/// beside it), so that a wrong path or a read-only volume stops the server at once, as it
+/// stops memcached, instead of losing the cache at the next stop.
+pub fn check_writable(path: &Path) -> io::Result<()> {
+    let temp = temp_path(path);
+    let _ = std::fs::remove_file(&temp);
+    File::create(&temp)?;
+    std::fs::remove_file(&temp)
+}
+
 /// Where a save writes before the rename.
 pub fn temp_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();

@@ -324,3 +324,25 @@ fn a_save_killed_midway_leaves_no_partial_file() {
     drop(srv);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_memory_file_that_cannot_be_written_stops_the_start() {
+    // A directory that does not exist, and a "directory" that is a file (both refused
+    // whoever runs the test, root included).
+    let dir = state_dir("unwritable");
+    std::fs::write(dir.join("plain"), b"").unwrap();
+    for path in [
+        dir.join("missing/memory_file"),
+        dir.join("plain/memory_file"),
+    ] {
+        let out = std::process::Command::new(memcrab_bin())
+            .args(["-p", "0", "-U", "0", "-u", "nobody", "-e"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("failed to open memory file"), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

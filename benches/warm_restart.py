@@ -109,6 +109,9 @@ def run(kind, binary, gib, value_size, directory):
     save_s = time.monotonic() - t0
     log1 = proc.stderr.read()
     size = os.path.getsize(path)
+    # memcached refuses a restart within the second or two after its stop ("restart
+    # incompatible due to setting for [stop_time]"): a pause like a pod's rescheduling.
+    time.sleep(3)
     proc, restore_s = start(cmd, port)
     restored = count_items(port)
     missing = sample(port, items, value_size)

@@ -89,9 +89,18 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             ),
         }
     }
+    // Root with `-u` binds and switches user first, so that the memory file is checked
+    // (and later saved) as the user that will write it.
+    // SAFETY: getuid has no preconditions.
+    let switches_user = config.user.is_some() && unsafe { libc::getuid() } == 0;
+    let mut bound = None;
+    if switches_user {
+        bound = Some(bind(&config).await?);
+        drop_privileges(&config)?;
+    }
     // A warm restart: the items come back before the first client does; `/readyz` says
-    // "loading" meanwhile, and the listeners are not bound yet, so a TCP readiness probe
-    // fails too.
+    // "loading" meanwhile, and (unless bound above) the listeners are not bound yet, so a
+    // TCP readiness probe fails too.
     if let Some(path) = config.memory_file.clone() {
         snapshot::check_writable(&path).map_err(|e| {
             format!(
@@ -105,8 +114,14 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         ctx.loading.store(false, Ordering::Relaxed);
         report_restore(&config, &loaded);
     }
-    let listeners = bind(&config).await?;
-    drop_privileges(&config)?;
+    let listeners = match bound {
+        Some(listeners) => listeners,
+        None => {
+            let listeners = bind(&config).await?;
+            drop_privileges(&config)?;
+            listeners
+        }
+    };
     if let Some(path) = &config.pidfile {
         std::fs::write(path, format!("{}\n", std::process::id()))?;
     }

@@ -336,7 +336,8 @@ fn a_memory_file_that_cannot_be_written_stops_the_start() {
         dir.join("plain/memory_file"),
     ] {
         let out = std::process::Command::new(memcrab_bin())
-            .args(["-p", "0", "-U", "0", "-u", "nobody", "-e"])
+            .args(["-l", "127.0.0.1", "-U", "0", "-u", "nobody"])
+            .args(["-p", &free_port().to_string(), "-e"])
             .arg(&path)
             .output()
             .unwrap();

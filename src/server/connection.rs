@@ -187,7 +187,7 @@ impl Connection {
     pub(super) fn new(
         stream: Stream,
         info: Arc<ConnInfo>,
-        tls: Option<rustls::ServerConnection>,
+        tls: Option<Arc<crate::tls::Tls>>,
         limits: Limits,
     ) -> Self {
         Self {

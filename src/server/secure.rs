@@ -11,9 +11,11 @@
 //! output queue holds at most `ssl_wbuf_size` bytes: past that `writer()` takes nothing
 //! until the socket has drained it, so the reply buffer accounting of `connection.rs` holds.
 //!
-//! A connection whose handshake stalls holds its `ServerConnection` (rustls' 4 KiB read
-//! buffer and the handshake state) and nothing else, and is closed by `-o idle_timeout`
-//! like an idle plaintext connection.
+//! The `ServerConnection` (rustls' 4 KiB read buffer and the handshake state, about 6 KiB)
+//! is made when the client's first bytes arrive, with the certificates in effect then: a
+//! connection that never sends its hello costs what an idle plaintext one does. One whose
+//! handshake stalls later holds that state and nothing else; both are closed by
+//! `-o idle_timeout` like an idle plaintext connection.
 
 use std::io::{self, BufRead, Write};
 use std::os::fd::RawFd;
@@ -22,7 +24,9 @@ use std::sync::atomic::Ordering;
 use bytes::BytesMut;
 use rustls::ServerConnection;
 
-use crate::tls::Counters;
+use std::sync::Arc;
+
+use crate::tls::{Counters, Tls};
 
 /// What a read brought.
 pub(super) enum Read {
@@ -35,23 +39,36 @@ pub(super) enum Read {
 }
 
 pub(super) struct Secure {
-    conn: Box<ServerConnection>,
+    /// The TLS setup (certificates, session cache) a connection starts from.
+    tls: Arc<Tls>,
+    /// Made at the client's first bytes.
+    conn: Option<Box<ServerConnection>>,
 }
 
 impl Secure {
-    pub(super) fn new(conn: ServerConnection) -> Self {
-        Self {
-            conn: Box::new(conn),
+    pub(super) fn new(tls: Arc<Tls>) -> Self {
+        Self { tls, conn: None }
+    }
+
+    /// The server side, made now if the client has not spoken before.
+    fn started(&mut self) -> io::Result<&mut ServerConnection> {
+        if self.conn.is_none() {
+            let conn = self
+                .tls
+                .accept()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            self.conn = Some(Box::new(conn));
         }
+        Ok(self.conn.as_mut().expect("just made"))
     }
 
     pub(super) fn handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        self.conn.as_ref().is_none_or(|c| c.is_handshaking())
     }
 
     /// Encrypted bytes waiting for the socket.
     pub(super) fn wants_write(&self) -> bool {
-        self.conn.wants_write()
+        self.conn.as_ref().is_some_and(|c| c.wants_write())
     }
 
     /// Appends up to `room` bytes of plaintext to `rbuf`, reading and decrypting what the
@@ -67,23 +84,23 @@ impl Secure {
         peer_closed: bool,
         counters: &Counters,
     ) -> io::Result<Read> {
+        let conn = self.started()?;
         // Whether the socket may have more: a read since the last short one.
         let mut socket_more = true;
         let mut eof = false;
         loop {
             // Decrypts what is buffered, answers the handshake; errors surface here.
-            self.process(fd, counters)?;
-            match self.conn.reader().fill_buf() {
+            process(conn, fd, counters)?;
+            match conn.reader().fill_buf() {
                 // A close_notify once all data has been read.
                 Ok([]) => return Ok(Read::Eof),
                 Ok(plain) => {
                     let n = plain.len().min(room);
                     rbuf.extend_from_slice(&plain[..n]);
-                    self.conn.reader().consume(n);
+                    conn.reader().consume(n);
                     // Plaintext left inside rustls (or an error to surface) means more to
                     // read without waiting for the socket.
-                    let left = self
-                        .conn
+                    let left = conn
                         .process_new_packets()
                         .map_or(true, |s| s.plaintext_bytes_to_read() > 0);
                     *more = left || socket_more;
@@ -102,7 +119,7 @@ impl Secure {
                 return Ok(Read::Empty);
             }
             let mut socket = Socket { fd, short: false };
-            match self.conn.read_tls(&mut socket) {
+            match conn.read_tls(&mut socket) {
                 // The end of the stream: the loop's top hands out what is left, then Eof.
                 Ok(0) => eof = true,
                 Ok(_) => socket_more = !socket.short || peer_closed,
@@ -112,63 +129,66 @@ impl Secure {
         }
     }
 
-    /// Decrypts what was read and sends what the handshake answers. A TLS error is counted
-    /// (memcached's `ssl_handshake_errors`, or `ssl_proto_errors` after the handshake), the
-    /// alert rustls queued for it is sent, and the connection is to close.
-    fn process(&mut self, fd: RawFd, counters: &Counters) -> io::Result<()> {
-        if let Err(e) = self.conn.process_new_packets() {
-            let counter = if self.conn.is_handshaking() {
-                &counters.handshake_errors
-            } else {
-                &counters.proto_errors
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            let _ = self.flush(fd);
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-        }
-        if self.conn.wants_write() {
-            self.flush(fd)?;
-        }
-        Ok(())
-    }
-
-    /// Sends queued records. `Ok(false)`: the socket is full, the rest waits.
-    pub(super) fn flush(&mut self, fd: RawFd) -> io::Result<bool> {
-        let mut socket = Socket { fd, short: false };
-        while self.conn.wants_write() {
-            match self.conn.write_tls(&mut socket) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
-    }
-
     /// Sends `data` (plaintext): `Ok(n)` bytes of it were taken, `n < data.len()` when the
     /// socket is full and `ssl_wbuf_size` bytes wait for it.
     pub(super) fn write(&mut self, fd: RawFd, data: &[u8]) -> io::Result<usize> {
+        let conn = self.started()?;
         let mut taken = 0;
         loop {
-            if !self.flush(fd)? {
+            if !flush(conn, fd)? {
                 return Ok(taken);
             }
             if taken == data.len() {
                 return Ok(taken);
             }
-            let n = self.conn.writer().write(&data[taken..])?;
+            let n = conn.writer().write(&data[taken..])?;
             taken += n;
         }
     }
 
     /// The best-effort goodbye: a close_notify, as memcached's `SSL_shutdown`.
     pub(super) fn close(&mut self, fd: RawFd) {
-        if !self.conn.is_handshaking() {
-            self.conn.send_close_notify();
-            let _ = self.flush(fd);
+        if let Some(conn) = self.conn.as_deref_mut()
+            && !conn.is_handshaking()
+        {
+            conn.send_close_notify();
+            let _ = flush(conn, fd);
         }
     }
+}
+
+/// Decrypts what was read and sends what the handshake answers. A TLS error is counted
+/// (memcached's `ssl_handshake_errors`, or `ssl_proto_errors` after the handshake), the
+/// alert rustls queued for it is sent, and the connection is to close.
+fn process(conn: &mut ServerConnection, fd: RawFd, counters: &Counters) -> io::Result<()> {
+    if let Err(e) = conn.process_new_packets() {
+        let counter = if conn.is_handshaking() {
+            &counters.handshake_errors
+        } else {
+            &counters.proto_errors
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let _ = flush(conn, fd);
+        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+    }
+    if conn.wants_write() {
+        flush(conn, fd)?;
+    }
+    Ok(())
+}
+
+/// Sends queued records. `Ok(false)`: the socket is full, the rest waits.
+fn flush(conn: &mut ServerConnection, fd: RawFd) -> io::Result<bool> {
+    let mut socket = Socket { fd, short: false };
+    while conn.wants_write() {
+        match conn.write_tls(&mut socket) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// The socket as rustls reads and writes it: plain syscalls on the descriptor, noting a

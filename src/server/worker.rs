@@ -156,25 +156,8 @@ impl Worker {
             tls,
         }) = self.rx.try_recv()
         {
-            let tls = match self
-                .ctx
-                .config
-                .tls
-                .as_ref()
-                .filter(|_| tls)
-                .map(|t| t.accept())
-            {
-                None => None,
-                Some(Ok(conn)) => Some(conn),
-                Some(Err(e)) => {
-                    eprintln!("failed to start a TLS connection: {e}");
-                    self.ctx
-                        .counters
-                        .curr_connections
-                        .fetch_sub(1, Ordering::Relaxed);
-                    continue;
-                }
-            };
+            // The TLS state itself is made when the client first speaks (`secure.rs`).
+            let tls = self.ctx.config.tls.clone().filter(|_| tls);
             let entry = self.conns.vacant_entry();
             let token = Token(entry.key());
             let interest = Interest::READABLE | Interest::WRITABLE;

@@ -71,7 +71,7 @@ impl Server {
         cmd.args(["-p", &port.to_string(), "-U", "0", "-l", "127.0.0.1"])
             .args(["-m", &mem_mb.to_string(), "-t", &threads.to_string()])
             .args(extra)
-            .args(tls::server_args(tls)?);
+            .args(tls::server_args(tls, opts.tls_key)?);
         if target == Target::Memcached {
             // memcached refuses to run as root without a user to switch to.
             cmd.args(["-u", "nobody"]);
@@ -90,7 +90,7 @@ impl Server {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        let client = tls::client_config(tls)?;
+        let client = tls::client_config(tls, opts.tls_key)?;
         let child = cmd
             .spawn()
             .map_err(|e| format!("starting {}: {e}", target.bin(opts).display()))?;

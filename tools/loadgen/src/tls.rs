@@ -31,9 +31,47 @@ pub enum Tls {
     Resume,
 }
 
+/// The server certificate's key (`--tls-key`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    /// RSA-2048: cert-manager's default, and what a full handshake signs with.
+    Rsa2048,
+    /// ECDSA P-256.
+    EcdsaP256,
+}
+
+impl Key {
+    pub fn parse(v: &str) -> Option<Key> {
+        match v {
+            "rsa" | "rsa2048" => Some(Key::Rsa2048),
+            "ecdsa" | "p256" => Some(Key::EcdsaP256),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Key::Rsa2048 => "RSA-2048",
+            Key::EcdsaP256 => "ECDSA P-256",
+        }
+    }
+
+    /// `openssl req -newkey` arguments.
+    fn newkey(self) -> &'static [&'static str] {
+        match self {
+            Key::Rsa2048 => &["-newkey", "rsa:2048"],
+            Key::EcdsaP256 => &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+        }
+    }
+}
+
 /// What the client offers, and so what both servers negotiate (stated in the tables).
-pub const NEGOTIATED: &str =
-    "TLS 1.3, TLS_AES_256_GCM_SHA384, X25519, RSA-2048 server certificate (throwaway CA)";
+pub fn negotiated(key: Key) -> String {
+    format!(
+        "TLS 1.3, TLS_AES_256_GCM_SHA384, X25519, {} server certificate (throwaway CA)",
+        key.name()
+    )
+}
 
 /// The name the client asks for and the certificate holds.
 const SERVER_NAME: &str = "localhost";
@@ -47,9 +85,10 @@ struct Certs {
 
 static CERTS: OnceLock<Result<Certs, String>> = OnceLock::new();
 
-fn certs() -> Res<&'static Certs> {
+/// The certificates of this run, made at the first call (one key kind per run).
+fn certs(key: Key) -> Res<&'static Certs> {
     CERTS
-        .get_or_init(make_certs)
+        .get_or_init(|| make_certs(key))
         .as_ref()
         .map_err(|e| e.clone())
 }
@@ -73,10 +112,10 @@ fn openssl(dir: &Path, args: &[&str]) -> Res<()> {
     Ok(())
 }
 
-/// A CA, and a server certificate for `localhost` and 127.0.0.1 that it signs (RSA-2048,
-/// cert-manager's default key). The files are world-readable: memcached reads them after
+/// A CA, and a server certificate for `localhost` and 127.0.0.1 that it signs, with a `key`
+/// key (the CA's is RSA-2048: it signs nothing during the run). The files are world-readable: memcached reads them after
 /// switching to `-u nobody`. The keys are thrown away with the folder.
-fn make_certs() -> Result<Certs, String> {
+fn make_certs(key: Key) -> Result<Certs, String> {
     use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("memcrab-loadgen-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -93,21 +132,18 @@ fn make_certs() -> Result<Certs, String> {
         "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
     )
     .map_err(|e| format!("{}: {e}", dir.display()))?;
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    )?;
+    let mut req = vec!["req"];
+    req.extend_from_slice(key.newkey());
+    req.extend_from_slice(&[
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    openssl(&dir, &req)?;
     openssl(
         &dir,
         &[
@@ -150,11 +186,11 @@ pub fn remove() {
 
 /// The server options for `tls`, the same for memcrab and memcached (none for
 /// [`Tls::Off`]).
-pub fn server_args(tls: Tls) -> Res<Vec<String>> {
+pub fn server_args(tls: Tls, key: Key) -> Res<Vec<String>> {
     if tls == Tls::Off {
         return Ok(Vec::new());
     }
-    let c = certs()?;
+    let c = certs(key)?;
     let mut o = format!(
         "ssl_chain_cert={},ssl_key={}",
         c.dir.join("server.pem").display(),
@@ -177,12 +213,12 @@ pub fn describe(tls: Tls) -> &'static str {
 
 /// A client configuration for one server's run: its own session store, so that no ticket of
 /// one server is offered to the other.
-pub fn client_config(tls: Tls) -> Res<Option<Client>> {
+pub fn client_config(tls: Tls, key: Key) -> Res<Option<Client>> {
     if tls == Tls::Off {
         return Ok(None);
     }
     let mut roots = RootCertStore::empty();
-    for cert in &certs()?.ca {
+    for cert in &certs(key)?.ca {
         roots
             .add(cert.clone())
             .map_err(|e| format!("the CA certificate: {e}"))?;

@@ -179,7 +179,7 @@ impl Workload {
                 let negotiated = if self.tls == Tls::Off {
                     String::new()
                 } else {
-                    format!("; {}", tls::NEGOTIATED)
+                    format!("; {}", tls::negotiated(opts.tls_key))
                 };
                 format!(
                     "{server}; {keys} keys preloaded with {value_len} B values; {} connections \

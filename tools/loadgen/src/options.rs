@@ -47,7 +47,7 @@ pub struct Opts {
 
 const USAGE: &str = "\
 usage: cargo run --release -p memcrab-loadgen -- [options]
-  --quick            smoke run (~20 s): 1 round, 1 s runs; fills at a quarter of -m and items
+  --quick            smoke run (~30 s): 1 round, 1 s runs; fills at a quarter of -m and items
   --rounds N         runs per server per workload, alternating memcrab/memcached (default 3)
   --duration SECS    length of each throughput run (default 5)
   --conns N          client connections for the throughput workloads (default 50)

@@ -239,7 +239,7 @@ pub fn workloads(opts: &Opts) -> Vec<Workload> {
         },
     };
     // The workloads added later run for half of --duration in the quick run, which keeps it
-    // near 25 s.
+    // near 30 s.
     let short = if opts.quick { 0.5 } else { 1.0 };
     let load = |name, keys, value_len, mode, rate, scale: f64| Workload {
         name,

@@ -73,7 +73,7 @@ fn tune_allocator() {
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let signal = signals().map_err(|e| format!("failed to install signal handlers: {e}"))?;
+    let signal = signals(&config).map_err(|e| format!("failed to install signal handlers: {e}"))?;
     let store = Arc::new(Store::new(config.store.clone(), Arc::new(SystemClock)));
     let ctx = Arc::new(Context::new(store, config.clone()));
     if config.metrics_port != 0 {
@@ -195,13 +195,16 @@ fn report_restore(config: &Config, loaded: &Loaded) {
 /// Installs the signal handlers and returns a future that resolves on the first SIGTERM,
 /// SIGINT or SIGUSR1 (memcached's graceful stop), which starts the drain. A second SIGTERM
 /// or SIGINT exits at once with status 1, whatever the drain is waiting for (an operator's
-/// second Ctrl-C, or a supervisor that gave up on the grace period). SIGHUP is ignored.
-fn signals() -> std::io::Result<impl Future<Output = ()>> {
+/// second Ctrl-C, or a supervisor that gave up on the grace period). SIGHUP reloads the TLS
+/// certificates, as `refresh_certs` does (memcached 1.6.45 does the same from its clock
+/// tick); without `-Z` it does nothing.
+fn signals(config: &Config) -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let tls = config.tls.clone();
     let stop = Arc::new(tokio::sync::Notify::new());
     let notify = stop.clone();
     tokio::spawn(async move {
@@ -216,7 +219,20 @@ fn signals() -> std::io::Result<impl Future<Output = ()>> {
                     }
                     false
                 }
-                _ = hup.recv() => continue,
+                _ = hup.recv() => {
+                    // Off the runtime thread: the files are read from disk. A failure keeps
+                    // the previous certificate serving, and says why in memcached's words.
+                    if let Some(tls) = tls.clone() {
+                        match tokio::task::spawn_blocking(move || tls.refresh()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => {
+                                eprintln!("Could not reload TLS certificates on SIGHUP: {}", e.0)
+                            }
+                            Err(e) => eprintln!("Could not reload TLS certificates on SIGHUP: {e}"),
+                        }
+                    }
+                    continue;
+                }
             };
             if stopping && terminate {
                 eprintln!("second termination signal: exiting without finishing the drain");

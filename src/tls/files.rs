@@ -123,9 +123,9 @@ pub fn tls12_suites(list: &str) -> Option<Vec<SupportedCipherSuite>> {
     (!chosen.is_empty()).then_some(chosen)
 }
 
-/// The `notAfter` time of a DER certificate, in unix seconds. Certificate ::= SEQUENCE {
-/// tbsCertificate SEQUENCE { \[0\] version OPTIONAL, serialNumber, signature, issuer,
-/// validity SEQUENCE { notBefore, notAfter }, ... }, ... } (RFC 5280, 4.1).
+/// The `notAfter` time of a DER certificate, in unix seconds. `Certificate ::= SEQUENCE {
+/// tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber, signature, issuer,
+/// validity SEQUENCE { notBefore, notAfter }, ... }, ... }` (RFC 5280, 4.1).
 pub fn not_after(cert: &[u8]) -> Option<i64> {
     let (tag, cert_body, _) = element(cert)?;
     if tag != 0x30 {

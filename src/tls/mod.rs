@@ -1,6 +1,6 @@
 //! TLS (`-Z`) with rustls: memcached's `-o ssl_*` settings, the server configuration built
-//! from them, certificate refresh (`refresh_certs`, and a watcher that reloads when the files
-//! change), and the TLS counters `stats` and `/metrics` print.
+//! from them, certificate refresh (`refresh_certs`, SIGHUP, and a watcher that reloads when
+//! the files change), and the TLS counters `stats` and `/metrics` print.
 //!
 //! This module owns certificates and handshakes' configuration; it never touches a socket
 //! (`server` drives each connection's `rustls::ServerConnection` in its event loop) and

@@ -29,4 +29,5 @@ mod pipelining;
 mod random_sequences;
 mod stats;
 mod tls;
+mod tls_reload;
 mod warm_restart;

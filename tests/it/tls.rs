@@ -17,7 +17,7 @@ use crate::common::*;
 
 /// The certificates of this run: `ca.pem`, `server.pem`/`.key`, `client.pem`/`.key`, and
 /// `other.pem`/`.key` (a server certificate for a second name, for refresh tests).
-fn certs() -> &'static Path {
+pub(crate) fn certs() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("memcrab-it-tls-{}", std::process::id()));
@@ -115,7 +115,7 @@ pub fn make_certs(dir: &Path) {
     }
 }
 
-fn readable(file: &Path) {
+pub(crate) fn readable(file: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
 }
@@ -138,7 +138,7 @@ fn tls_args(extra: &str) -> Vec<String> {
     vec!["-Z".into(), "-o".into(), o]
 }
 
-fn client_config(
+pub(crate) fn client_config(
     with_cert: bool,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Arc<ClientConfig> {
@@ -166,14 +166,14 @@ fn client_config(
 }
 
 /// A TLS client connection with the raw-bytes helpers of `Conn`.
-struct TlsConn {
+pub(crate) struct TlsConn {
     label: &'static str,
-    stream: StreamOwned<ClientConnection, TcpStream>,
-    pending: Vec<u8>,
+    pub(crate) stream: StreamOwned<ClientConnection, TcpStream>,
+    pub(crate) pending: Vec<u8>,
 }
 
 impl TlsConn {
-    fn open(srv: &Server, config: Arc<ClientConfig>) -> std::io::Result<TlsConn> {
+    pub(crate) fn open(srv: &Server, config: Arc<ClientConfig>) -> std::io::Result<TlsConn> {
         let tcp = TcpStream::connect(("127.0.0.1", srv.port))?;
         tcp.set_read_timeout(Some(Duration::from_millis(100)))?;
         let name = ServerName::try_from("localhost").unwrap();
@@ -199,14 +199,14 @@ impl TlsConn {
         })
     }
 
-    fn send(&mut self, bytes: &[u8]) {
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).unwrap();
         self.stream.flush().unwrap();
     }
 
     /// Reads until `want.len()` bytes arrived (or the deadline, or the end); `Err`: an
     /// error other than a timeout (a refused client certificate shows here in TLS 1.3).
-    fn fill_to(&mut self, want: usize) -> std::io::Result<()> {
+    pub(crate) fn fill_to(&mut self, want: usize) -> std::io::Result<()> {
         let deadline = Instant::now() + REPLY_TIMEOUT;
         let mut chunk = [0u8; 65536];
         while self.pending.len() < want && Instant::now() < deadline {
@@ -221,7 +221,7 @@ impl TlsConn {
     }
 
     #[track_caller]
-    fn expect(&mut self, want: &[u8]) {
+    pub(crate) fn expect(&mut self, want: &[u8]) {
         let _ = self.fill_to(want.len());
         let got: Vec<u8> = self
             .pending
@@ -237,13 +237,13 @@ impl TlsConn {
     }
 
     #[track_caller]
-    fn roundtrip(&mut self, req: &[u8], reply: &[u8]) {
+    pub(crate) fn roundtrip(&mut self, req: &[u8], reply: &[u8]) {
         self.send(req);
         self.expect(reply);
     }
 
     /// The `STAT` lines of `cmd`.
-    fn stats(&mut self, cmd: &str) -> Vec<(String, String)> {
+    pub(crate) fn stats(&mut self, cmd: &str) -> Vec<(String, String)> {
         self.send(format!("{cmd}\r\n").as_bytes());
         let deadline = Instant::now() + REPLY_TIMEOUT;
         while !self.pending.ends_with(b"END\r\n") && Instant::now() < deadline {
@@ -259,7 +259,7 @@ impl TlsConn {
     }
 }
 
-fn both_versions() -> Vec<&'static rustls::SupportedProtocolVersion> {
+pub(crate) fn both_versions() -> Vec<&'static rustls::SupportedProtocolVersion> {
     vec![&rustls::version::TLS13, &rustls::version::TLS12]
 }
 
@@ -432,68 +432,6 @@ fn a_client_without_a_certificate_is_refused_when_one_is_required() {
             assert_eq!(lookup(&st, "ssl_handshake_errors"), Some("3"), "[memcrab]");
         }
     });
-}
-
-#[test]
-fn refresh_certs_loads_new_files_and_keeps_the_old_on_failure() {
-    // Files of its own: this test replaces them.
-    let dir = std::env::temp_dir().join(format!("memcrab-it-tls-refresh-{}", std::process::id()));
-    for kind in targets() {
-        let d = dir.join(kind.name());
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::copy(certs().join("server.pem"), d.join("cert.pem")).unwrap();
-        std::fs::copy(certs().join("server.key"), d.join("key.pem")).unwrap();
-        // The servers run as nobody (-u): the key must stay readable for a refresh.
-        readable(&d.join("key.pem"));
-        let o = format!(
-            "ssl_chain_cert={},ssl_key={}",
-            d.join("cert.pem").display(),
-            d.join("key.pem").display()
-        );
-        let srv = Server::start(kind, &["-Z", "-o", &o]);
-        let mut c = TlsConn::open(&srv, client_config(false, &both_versions())).unwrap();
-        c.roundtrip(b"refresh_certs\r\n", b"OK\r\n");
-        // A corrupt certificate: memcached's message, and the old certificate serves on.
-        std::fs::write(
-            d.join("cert.pem"),
-            "-----BEGIN CERTIFICATE-----\nnot base64\n",
-        )
-        .unwrap();
-        c.send(b"refresh_certs\r\n");
-        let _ = c.fill_to(40);
-        let reply = String::from_utf8_lossy(&std::mem::take(&mut c.pending)).into_owned();
-        let prefix = format!(
-            "Error loading the certificate chain: {} : ",
-            d.join("cert.pem").display()
-        );
-        assert!(
-            reply.starts_with(&prefix) && reply.ends_with("\r\n"),
-            "[{}] {reply:?}",
-            kind.name()
-        );
-        let mut fresh = TlsConn::open(&srv, client_config(false, &both_versions())).unwrap();
-        fresh.roundtrip(b"version\r\n", b"VERSION 1.6.45\r\n");
-        c.roundtrip(b"version\r\n", b"VERSION 1.6.45\r\n");
-        // Back to a good pair (another certificate): OK, and the new one is served.
-        std::fs::copy(certs().join("other.pem"), d.join("cert.pem")).unwrap();
-        std::fs::copy(certs().join("other.key"), d.join("key.pem")).unwrap();
-        readable(&d.join("key.pem"));
-        c.roundtrip(b"refresh_certs\r\n", b"OK\r\n");
-        let newer = TlsConn::open(&srv, client_config(false, &both_versions())).unwrap();
-        let served = newer.stream.conn.peer_certificates().unwrap()[0].clone();
-        let other = CertificateDer::pem_file_iter(certs().join("other.pem"))
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            served,
-            other,
-            "[{}] the refreshed certificate is served",
-            kind.name()
-        );
-        c.roundtrip(b"version\r\n", b"VERSION 1.6.45\r\n");
-    }
 }
 
 #[test]

@@ -16,6 +16,9 @@
 //! `cargo build --release --bin memcrab`, `target/release/memcrab`) and `MEMCACHED_BIN`
 //! (default `/usr/bin/memcached`).
 //!
+//! The `tls-*` workloads start both servers with `-Z` and a throwaway certificate made with
+//! the `openssl` command ([`tls`]) and speak TLS 1.3 to them with rustls.
+//!
 //! All traffic goes only to the two servers started here on 127.0.0.1; every loop is bounded
 //! by a count or a deadline, and every read by a timeout.
 //!
@@ -30,6 +33,7 @@ mod report;
 mod rng;
 mod server;
 mod targets;
+mod tls;
 mod wire;
 mod workload;
 
@@ -59,7 +63,7 @@ fn run_once(
     if let Kind::FillSizes { sizes } = &wl.kind {
         return run_fill_sizes(rt, opts, wl, target, sizes);
     }
-    let mut server = Server::start(target, opts, wl.mem_mb, wl.threads, wl.extra)?;
+    let mut server = Server::start(target, opts, wl.mem_mb, wl.threads, wl.extra, wl.tls)?;
     let before = CpuSnapshot::take(&server)?;
     let mut result = rt.block_on(async {
         match &wl.kind {
@@ -234,6 +238,7 @@ fn main() {
             println!("charts not written: {e}");
         }
     }
+    tls::remove();
     println!();
     println!("total wall time: {:.0} s", started.elapsed().as_secs_f64());
     if noisy > 0 {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::Res;
+use crate::tls::Key;
 
 #[derive(Clone, Debug)]
 pub struct Opts {
@@ -40,11 +41,13 @@ pub struct Opts {
     pub charts: bool,
     /// `--charts`: write them even with `--quick` or `--only`.
     pub force_charts: bool,
+    /// The TLS workloads' server certificate key (`--tls-key`).
+    pub tls_key: Key,
 }
 
 const USAGE: &str = "\
 usage: cargo run --release -p memcrab-loadgen -- [options]
-  --quick            smoke run (~20 s): 1 round, 1 s runs; fills at a quarter of -m and items
+  --quick            smoke run (~30 s): 1 round, 1 s runs; fills at a quarter of -m and items
   --rounds N         runs per server per workload, alternating memcrab/memcached (default 3)
   --duration SECS    length of each throughput run (default 5)
   --conns N          client connections for the throughput workloads (default 50)
@@ -60,6 +63,7 @@ usage: cargo run --release -p memcrab-loadgen -- [options]
   --no-charts        do not write the SVG charts (written to docs/bench/ on full runs without
                      --quick and --only)
   --charts           write them anyway (also with --quick or --only)
+  --tls-key K        the TLS workloads' server key: rsa (RSA-2048, default) or ecdsa (P-256)
 env: MEMCRAB_BIN (default: the workspace's target/release/memcrab, built first with
      cargo build --release --bin memcrab), MEMCACHED_BIN (default /usr/bin/memcached)";
 
@@ -87,6 +91,7 @@ pub fn parse_args(args: &[String]) -> Res<Opts> {
         metrics: false,
         charts: true,
         force_charts: false,
+        tls_key: Key::Rsa2048,
     };
     // First pass: --quick sets defaults that explicit flags then override.
     if args.iter().any(|a| a == "--quick") {
@@ -146,6 +151,11 @@ pub fn parse_args(args: &[String]) -> Res<Opts> {
                     .map(|s| s.trim().to_string())
                     .filter(|s| !s.is_empty())
                     .collect()
+            }
+            "--tls-key" => {
+                let v = value(arg)?;
+                opts.tls_key =
+                    Key::parse(&v).ok_or_else(|| format!("--tls-key: rsa or ecdsa, not {v}"))?;
             }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown option {other}\n{USAGE}")),

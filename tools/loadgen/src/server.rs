@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use crate::Res;
 use crate::machine::{process_cpu_seconds, process_cpu_split};
 use crate::options::Opts;
+use crate::tls::{self, Tls};
+use crate::wire::Conn;
 
 /// How long a server may take to accept its first connection.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +45,8 @@ pub struct Server {
     pub pid: u32,
     pub port: u16,
     pub target: Target,
+    /// For a TLS workload: how the client starts TLS (a session store of this run's own).
+    pub tls: Option<tls::Client>,
     /// With `--metrics`: the scraper thread and its stop flag.
     pub scraper: Option<(
         Arc<std::sync::atomic::AtomicBool>,
@@ -57,6 +61,7 @@ impl Server {
         mem_mb: usize,
         threads: usize,
         extra: &[&str],
+        tls: Tls,
     ) -> Res<Server> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -65,7 +70,8 @@ impl Server {
         let mut cmd = Command::new(target.bin(opts));
         cmd.args(["-p", &port.to_string(), "-U", "0", "-l", "127.0.0.1"])
             .args(["-m", &mem_mb.to_string(), "-t", &threads.to_string()])
-            .args(extra);
+            .args(extra)
+            .args(tls::server_args(tls, opts.tls_key)?);
         if target == Target::Memcached {
             // memcached refuses to run as root without a user to switch to.
             cmd.args(["-u", "nobody"]);
@@ -84,6 +90,7 @@ impl Server {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        let client = tls::client_config(tls, opts.tls_key)?;
         let child = cmd
             .spawn()
             .map_err(|e| format!("starting {}: {e}", target.bin(opts).display()))?;
@@ -92,6 +99,7 @@ impl Server {
             child,
             port,
             target,
+            tls: client,
             scraper: metrics_port.map(spawn_scraper),
         };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
@@ -110,6 +118,11 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// A client connection: plaintext, or TLS for a TLS workload.
+    pub async fn connect(&self) -> Res<Conn> {
+        Conn::open(self.port, self.tls.as_ref()).await
     }
 
     /// utime + stime of the server process, in seconds.

@@ -1,7 +1,7 @@
 //! Targets, judged from the medians of a run.
 
 use crate::report::{Results, fmt_num, is_rate, medians};
-use crate::workload::{FILL_SIZES, Kind, THROUGHPUT_WORKLOADS, size_label};
+use crate::workload::{FILL_SIZES, Kind, THROUGHPUT_WORKLOADS, TLS_WORKLOADS, size_label};
 
 fn geomean(v: &[f64]) -> f64 {
     (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
@@ -80,6 +80,40 @@ pub fn print_targets(results: &Results, rate: u64) {
                 list(&cpu)
             ),
             all.then_some(hi <= 0.8),
+        ));
+    }
+    // TLS: each workload at least memcached's rate, at no more CPU per request (for the
+    // reconnecting ones: per connection, its handshake and requests).
+    let tls_rows = |is: &dyn Fn(&str) -> bool| -> Vec<(&str, f64)> {
+        TLS_WORKLOADS
+            .iter()
+            .filter_map(|w| medians(results, w, is).map(|m| (*w, ratio(m))))
+            .collect()
+    };
+    let tls_rates = tls_rows(&is_rate);
+    if !tls_rates.is_empty() {
+        let (w, lo) = tls_rates
+            .iter()
+            .copied()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("not empty");
+        rows.push((
+            format!("TLS throughput ≥ 1.0x ({})", TLS_WORKLOADS.join(", ")),
+            format!("lowest {lo:.3}x ({w}); {}", list(&tls_rates)),
+            (tls_rates.len() == TLS_WORKLOADS.len()).then_some(lo >= 1.0),
+        ));
+    }
+    let tls_cpu = tls_rows(&|n: &str| n.starts_with("server CPU per"));
+    if !tls_cpu.is_empty() {
+        let (w, hi) = tls_cpu
+            .iter()
+            .copied()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("not empty");
+        rows.push((
+            "TLS CPU per request ≤ 1.0x (per connection for tls-resume, tls-handshake)".into(),
+            format!("highest {hi:.3}x ({w}); {}", list(&tls_cpu)),
+            (tls_cpu.len() == TLS_WORKLOADS.len()).then_some(hi <= 1.0),
         ));
     }
     if let Some(m) = medians(results, "get-set-rate", |n| n.starts_with("p99 latency")) {

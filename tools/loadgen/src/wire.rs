@@ -4,14 +4,22 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::Res;
+use crate::tls;
 
 /// How long one read or write may wait before the run is declared hung.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The socket, plaintext or TLS (the `tls-*` workloads).
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub buf: Vec<u8>,
     pub start: usize,
     pub end: usize,
@@ -23,24 +31,83 @@ pub fn show(bytes: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(cut))
 }
 
+/// A TCP connection to the server on `port`, with Nagle's delay off.
+async fn tcp(port: u16) -> Res<TcpStream> {
+    let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .map_err(|_| format!("connect to 127.0.0.1:{port} timed out"))?
+        .map_err(|e| format!("connect to 127.0.0.1:{port}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
 impl Conn {
+    /// A plaintext connection.
     pub async fn connect(port: u16) -> Res<Conn> {
-        let stream = tokio::time::timeout(IO_TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
-            .await
-            .map_err(|_| format!("connect to 127.0.0.1:{port} timed out"))?
-            .map_err(|e| format!("connect to 127.0.0.1:{port}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        Ok(Conn {
+        Ok(Conn::new(Stream::Plain(tcp(port).await?)))
+    }
+
+    fn new(stream: Stream) -> Conn {
+        Conn {
             stream,
             buf: vec![0; 64 * 1024],
             start: 0,
             end: 0,
             key: Vec::with_capacity(256),
-        })
+        }
+    }
+
+    /// A connection to a server started with `tls` (see [`crate::server::Server::connect`]):
+    /// plaintext without it, else TCP and a TLS handshake.
+    pub async fn open(port: u16, tls: Option<&tls::Client>) -> Res<Conn> {
+        let Some(tls) = tls else {
+            return Conn::connect(port).await;
+        };
+        let tcp = tcp(port).await?;
+        let handshake = tls.connector().connect(tls.name.clone(), tcp);
+        let stream = tokio::time::timeout(IO_TIMEOUT, handshake)
+            .await
+            .map_err(|_| format!("TLS handshake with 127.0.0.1:{port} timed out"))?
+            .map_err(|e| format!("TLS handshake with 127.0.0.1:{port}: {e}"))?;
+        Ok(Conn::new(Stream::Tls(Box::new(stream))))
+    }
+
+    /// Whether this connection's TLS handshake resumed an earlier session.
+    pub fn resumed(&self) -> bool {
+        match &self.stream {
+            Stream::Plain(_) => false,
+            Stream::Tls(s) => {
+                s.get_ref().1.handshake_kind() == Some(tokio_rustls::rustls::HandshakeKind::Resumed)
+            }
+        }
+    }
+
+    /// Ends the connection as a polite client does: a TLS close_notify, then the FIN.
+    pub async fn close(mut self) -> Res<()> {
+        let shut = async {
+            match &mut self.stream {
+                Stream::Plain(s) => s.shutdown().await,
+                Stream::Tls(s) => s.shutdown().await,
+            }
+        };
+        tokio::time::timeout(IO_TIMEOUT, shut)
+            .await
+            .map_err(|_| format!("closing blocked for {IO_TIMEOUT:?}"))?
+            .map_err(|e| format!("closing: {e}"))
     }
 
     pub async fn send(&mut self, data: &[u8]) -> Res<()> {
-        tokio::time::timeout(IO_TIMEOUT, self.stream.write_all(data))
+        let write = async {
+            match &mut self.stream {
+                Stream::Plain(s) => s.write_all(data).await,
+                // Encrypted into rustls' buffer, then written out.
+                Stream::Tls(s) => {
+                    s.write_all(data).await?;
+                    s.flush().await
+                }
+            }
+        };
+        tokio::time::timeout(IO_TIMEOUT, write)
             .await
             .map_err(|_| format!("write blocked for {IO_TIMEOUT:?} (server not reading)"))?
             .map_err(|e| format!("write: {e}"))
@@ -60,7 +127,13 @@ impl Conn {
             let len = self.buf.len() * 2;
             self.buf.resize(len, 0);
         }
-        let read = self.stream.read(&mut self.buf[self.end..]);
+        let (stream, into) = (&mut self.stream, &mut self.buf[self.end..]);
+        let read = async move {
+            match stream {
+                Stream::Plain(s) => s.read(into).await,
+                Stream::Tls(s) => s.read(into).await,
+            }
+        };
         let n = tokio::time::timeout(IO_TIMEOUT, read)
             .await
             .map_err(|_| {

@@ -171,7 +171,7 @@ pub fn run_fill_sizes(
     let mut others: f64 = 0.0;
     for &(vlen, items) in sizes {
         let label = size_label(vlen);
-        let mut server = Server::start(target, opts, wl.mem_mb, wl.threads, wl.extra)?;
+        let mut server = Server::start(target, opts, wl.mem_mb, wl.threads, wl.extra, wl.tls)?;
         let before = CpuSnapshot::take(&server)?;
         let result = rt.block_on(run_fill(&server, items, (20, 40), (vlen, vlen)));
         if let Ok(after) = CpuSnapshot::take(&server) {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::options::Opts;
 use crate::report::{Results, fmt_num, is_rate, medians};
+use crate::tls::{self, Tls};
 
 /// Requests per pipelined batch in the fill and preload phases.
 pub const FILL_BATCH: usize = 100;
@@ -58,6 +59,9 @@ pub enum Mode {
     /// As `Mixed`, in the binary protocol: Get and Set one at a time (depth 1), or a batch of
     /// quiet GetKQ and SetQ closed by a NoOp (libmemcached's pipelined form).
     Binary { get_pct: u64, depth: usize },
+    /// As `Mixed` with depth 1, on a new connection (and TLS handshake) every `per_conn`
+    /// requests: the connection is opened, used for `per_conn` requests, then closed.
+    Reconnect { get_pct: u64, per_conn: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +71,8 @@ pub struct Workload {
     pub threads: usize,
     /// More server options, the same for both servers.
     pub extra: &'static [&'static str],
+    /// TLS for both servers (and the client), or plaintext.
+    pub tls: Tls,
     pub kind: Kind,
 }
 
@@ -77,6 +83,7 @@ impl Workload {
             server.push(' ');
             server.push_str(a);
         }
+        server.push_str(tls::describe(self.tls));
         match &self.kind {
             Kind::Fill {
                 items,
@@ -147,6 +154,18 @@ impl Workload {
                          by a NoOp, then the replies up to the NoOp's read",
                         100 - get_pct
                     ),
+                    Mode::Reconnect { get_pct, per_conn } => format!(
+                        "{get_pct}% get / {}% set, one request in flight per connection, a new \
+                         connection every {per_conn} requests (connect, handshake, \
+                         {per_conn} requests, close_notify and close){}",
+                        100 - get_pct,
+                        if self.tls == Tls::Resume {
+                            ", resuming the session of an earlier connection where the server \
+                             gave one"
+                        } else {
+                            ", a full handshake each"
+                        }
+                    ),
                 };
                 let paced = if *rate > 0 {
                     format!(
@@ -157,9 +176,14 @@ impl Workload {
                 } else {
                     String::new()
                 };
+                let negotiated = if self.tls == Tls::Off {
+                    String::new()
+                } else {
+                    format!("; {}", tls::negotiated(opts.tls_key))
+                };
                 format!(
                     "{server}; {keys} keys preloaded with {value_len} B values; {} connections \
-                     on a 2-thread tokio client for {:.1} s; {what}{paced}",
+                     on a 2-thread tokio client for {:.1} s; {what}{paced}{negotiated}",
                     opts.conns,
                     duration.as_secs_f64()
                 )
@@ -181,6 +205,17 @@ pub const THROUGHPUT_WORKLOADS: [&str; 5] = [
     "set-heavy",
 ];
 
+/// The TLS workloads, whose requests/s and CPU per request the TLS targets compare.
+pub const TLS_WORKLOADS: [&str; 4] = [
+    "tls-get-set",
+    "tls-get-set-pipe16",
+    "tls-resume",
+    "tls-handshake",
+];
+
+/// Requests per connection in tls-resume and tls-handshake.
+pub const TLS_REQUESTS_PER_CONN: usize = 10;
+
 pub fn size_label(v: usize) -> String {
     if v >= 1024 && v.is_multiple_of(1024) {
         format!("{} KiB", v / 1024)
@@ -196,6 +231,7 @@ pub fn workloads(opts: &Opts) -> Vec<Workload> {
         mem_mb: fill_mem,
         threads: opts.fill_threads,
         extra: &[],
+        tls: Tls::Off,
         kind: Kind::Fill {
             items: ((items as f64 * opts.items_scale) as usize / opts.fill_divisor).max(1),
             key_len,
@@ -203,13 +239,14 @@ pub fn workloads(opts: &Opts) -> Vec<Workload> {
         },
     };
     // The workloads added later run for half of --duration in the quick run, which keeps it
-    // near 25 s.
+    // near 30 s.
     let short = if opts.quick { 0.5 } else { 1.0 };
     let load = |name, keys, value_len, mode, rate, scale: f64| Workload {
         name,
         mem_mb: opts.mem_mb,
         threads: opts.threads,
         extra: &[],
+        tls: Tls::Off,
         kind: Kind::Throughput {
             keys,
             value_len,
@@ -219,6 +256,11 @@ pub fn workloads(opts: &Opts) -> Vec<Workload> {
         },
     };
     let mixed = |get_pct, depth| Mode::Mixed { get_pct, depth };
+    let over_tls = |w: Workload, tls| Workload { tls, ..w };
+    let reconnect = Mode::Reconnect {
+        get_pct: 90,
+        per_conn: TLS_REQUESTS_PER_CONN,
+    };
     // fill-sizes: ~3x what fits in -m, assuming ~80 B of key and overhead per item; the
     // quick run writes half of that (1.5x, still overflowing) at half the quick -m.
     let sizes_mem = if opts.quick { fill_mem / 2 } else { fill_mem }.max(2);
@@ -250,6 +292,7 @@ pub fn workloads(opts: &Opts) -> Vec<Workload> {
             mem_mb: sizes_mem,
             threads: opts.fill_threads,
             extra: &["-I", "1m"],
+            tls: Tls::Off,
             kind: Kind::FillSizes { sizes },
         },
         load("get-set", 100_000, 100, mixed(90, 1), 0, 1.0),
@@ -295,11 +338,28 @@ pub fn workloads(opts: &Opts) -> Vec<Workload> {
             short,
         ),
         load("get-set-rate", 100_000, 100, mixed(90, 1), opts.rate, short),
+        over_tls(
+            load("tls-get-set", 100_000, 100, mixed(90, 1), 0, short),
+            Tls::On,
+        ),
+        over_tls(
+            load("tls-get-set-pipe16", 100_000, 100, mixed(90, 16), 0, short),
+            Tls::On,
+        ),
+        over_tls(
+            load("tls-resume", 100_000, 100, reconnect, 0, short),
+            Tls::Resume,
+        ),
+        over_tls(
+            load("tls-handshake", 100_000, 100, reconnect, 0, short),
+            Tls::On,
+        ),
         Workload {
             name: "zipf-cache-aside",
             mem_mb: zipf_mem,
             threads: opts.threads,
             extra: &[],
+            tls: Tls::Off,
             kind: Kind::Zipf {
                 keys: zipf_keys,
                 theta: 0.99,
@@ -313,6 +373,7 @@ pub fn workloads(opts: &Opts) -> Vec<Workload> {
             mem_mb: opts.mem_mb,
             threads: opts.threads,
             extra: &["-c", "6000"],
+            tls: Tls::Off,
             kind: Kind::Idle {
                 conns: if opts.quick { 1000 } else { 5000 },
             },
@@ -365,5 +426,37 @@ pub fn metric(name: impl Into<String>, value: f64, better: Better) -> Metric {
         name: name.into(),
         value,
         better,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::parse_args;
+
+    #[test]
+    fn the_targets_name_workloads_that_exist_and_tls_ones_run_over_tls() {
+        for quick in [false, true] {
+            let args: Vec<String> = if quick {
+                vec!["--quick".into()]
+            } else {
+                vec![]
+            };
+            let all = workloads(&parse_args(&args).expect("defaults"));
+            let find = |name: &str| all.iter().find(|w| w.name == name);
+            for name in THROUGHPUT_WORKLOADS {
+                assert_eq!(find(name).expect(name).tls, Tls::Off, "{name}");
+            }
+            for name in TLS_WORKLOADS {
+                assert_ne!(find(name).expect(name).tls, Tls::Off, "{name}");
+            }
+            let resume = find("tls-resume").expect("tls-resume");
+            assert_eq!(resume.tls, Tls::Resume);
+            assert!(
+                resume
+                    .describe(&parse_args(&args).expect("defaults"))
+                    .contains("ssl_session_cache")
+            );
+        }
     }
 }

@@ -9,6 +9,7 @@ use crate::options::Opts;
 use crate::report::fmt_num;
 use crate::rng::{Rng, SEED, VALUE_CHARS};
 use crate::server::Server;
+use crate::tls;
 use crate::wire::{Conn, push_binary, push_set, show};
 
 /// Upper bound on requests one client connection sends in one timed run.
@@ -31,8 +32,8 @@ fn pick_value<'a>(rng: &mut Rng, pool: &'a [u8], len: usize) -> &'a [u8] {
     &pool[off..off + len]
 }
 
-pub async fn preload(port: u16, keys: u64, value_len: usize, pool: &[u8]) -> Res<()> {
-    let mut conn = Conn::connect(port).await?;
+pub async fn preload(server: &Server, keys: u64, value_len: usize, pool: &[u8]) -> Res<()> {
+    let mut conn = server.connect().await?;
     let mut rng = Rng::new(SEED ^ 0x7072_656c);
     let mut req = Vec::new();
     let mut key = Vec::new();
@@ -64,6 +65,11 @@ struct ClientStats {
     pub latencies: Vec<u64>,
     /// Keys asked for and not returned: every key is preloaded, so this should stay 0.
     pub misses: u64,
+    /// [`Mode::Reconnect`]: connections opened and used, how many of their handshakes
+    /// resumed a session, and nanoseconds from `connect` to the handshake's end for each.
+    pub connections: u64,
+    pub resumed: u64,
+    pub handshakes: Vec<u64>,
 }
 
 struct ClientParams {
@@ -72,6 +78,9 @@ struct ClientParams {
     pub mode: Mode,
     pub deadline: Instant,
     pub pool: Arc<Vec<u8>>,
+    /// Where [`Mode::Reconnect`] connects, and how it starts TLS.
+    pub port: u16,
+    pub tls: Option<tls::Client>,
 }
 
 /// `pace`, for paced runs: time between two requests of this connection, and when its first
@@ -143,6 +152,7 @@ async fn client(
                     push_binary(&mut req, 0x0a, &[], &[], &[]); // NoOp
                 }
             }
+            Mode::Reconnect { .. } => unreachable!("run by reconnect_client"),
             Mode::Multiget { keys: n } => {
                 req.extend_from_slice(b"get");
                 for _ in 0..n {
@@ -226,8 +236,70 @@ async fn client(
                 st.misses += (n - hits) as u64;
                 st.requests += 1;
             }
+            Mode::Reconnect { .. } => unreachable!("run by reconnect_client"),
         }
         st.latencies.push(t0.elapsed().as_nanos() as u64);
+    }
+    Ok(st)
+}
+
+/// [`Mode::Reconnect`]: opens a connection (and its TLS handshake), sends `per_conn`
+/// requests one at a time, closes it, and again until the deadline. Latencies are per
+/// request; the connect and handshake are timed apart.
+async fn reconnect_client(id: usize, p: Arc<ClientParams>) -> Res<ClientStats> {
+    let Mode::Reconnect { get_pct, per_conn } = p.mode else {
+        unreachable!("only for Mode::Reconnect")
+    };
+    let mut rng = Rng::new(SEED ^ 0xc11e_0000 ^ id as u64);
+    let mut st = ClientStats {
+        latencies: Vec::with_capacity(1 << 16),
+        ..Default::default()
+    };
+    let mut req = Vec::with_capacity(256);
+    let mut key = Vec::with_capacity(32);
+    let tls = p.tls.as_ref().map(tls::Client::own_sessions);
+    while Instant::now() < p.deadline && st.requests < MAX_OPS_PER_CONN {
+        let t0 = Instant::now();
+        let mut conn = Conn::open(p.port, tls.as_ref()).await?;
+        st.handshakes.push(t0.elapsed().as_nanos() as u64);
+        st.resumed += u64::from(conn.resumed());
+        for _ in 0..per_conn {
+            req.clear();
+            key.clear();
+            load_key(&mut key, rng.below(p.keys));
+            let is_get = rng.below(100) < get_pct;
+            if is_get {
+                req.extend_from_slice(b"get ");
+                req.extend_from_slice(&key);
+                req.extend_from_slice(b"\r\n");
+            } else {
+                push_set(&mut req, &key, pick_value(&mut rng, &p.pool, p.value_len));
+            }
+            let t1 = Instant::now();
+            conn.send(&req).await?;
+            if is_get {
+                let hits = conn
+                    .values(1, |got, data| {
+                        if got != key.as_slice() || data.len() != p.value_len {
+                            return Err(format!(
+                                "get {}: got VALUE {} with {} bytes",
+                                show(&key),
+                                show(got),
+                                data.len()
+                            ));
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                st.misses += 1 - hits as u64;
+            } else {
+                conn.expect(b"STORED").await?;
+            }
+            st.latencies.push(t1.elapsed().as_nanos() as u64);
+            st.requests += 1;
+        }
+        conn.close().await?;
+        st.connections += 1;
     }
     Ok(st)
 }
@@ -258,10 +330,12 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
         duration,
     } = run;
     let pool = Arc::new(value_pool());
-    preload(server.port, keys, value_len, &pool).await?;
+    preload(server, keys, value_len, &pool).await?;
+    let reconnect = matches!(mode, Mode::Reconnect { .. });
+    // Reconnect: each client task opens its own connections as it goes.
     let mut conns = Vec::with_capacity(opts.conns);
-    for _ in 0..opts.conns {
-        conns.push(Conn::connect(server.port).await?);
+    for _ in 0..if reconnect { 0 } else { opts.conns } {
+        conns.push(server.connect().await?);
     }
     let cpu0 = server.cpu_seconds()?;
     let user0 = server.user_cpu_seconds()?;
@@ -272,18 +346,26 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
         mode,
         deadline: t0 + duration,
         pool,
+        port: server.port,
+        tls: server.tls.clone(),
     });
     let every = (rate > 0).then(|| Duration::from_secs_f64(opts.conns as f64 / rate as f64));
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .enumerate()
-        .map(|(id, conn)| {
-            // Paced: the connections' schedules staggered evenly over one interval.
-            let pace =
-                every.map(|every| (every, t0 + every.mul_f64(id as f64 / opts.conns as f64)));
-            tokio::spawn(client(conn, id, params.clone(), pace))
-        })
-        .collect();
+    let tasks: Vec<_> = if reconnect {
+        (0..opts.conns)
+            .map(|id| tokio::spawn(reconnect_client(id, params.clone())))
+            .collect()
+    } else {
+        conns
+            .into_iter()
+            .enumerate()
+            .map(|(id, conn)| {
+                // Paced: the connections' schedules staggered evenly over one interval.
+                let pace =
+                    every.map(|every| (every, t0 + every.mul_f64(id as f64 / opts.conns as f64)));
+                tokio::spawn(client(conn, id, params.clone(), pace))
+            })
+            .collect()
+    };
     let mut total = ClientStats::default();
     let mut first_error = None;
     for (id, task) in tasks.into_iter().enumerate() {
@@ -292,6 +374,9 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
                 total.requests += st.requests;
                 total.misses += st.misses;
                 total.latencies.extend_from_slice(&st.latencies);
+                total.connections += st.connections;
+                total.resumed += st.resumed;
+                total.handshakes.extend_from_slice(&st.handshakes);
             }
             Ok(Err(e)) => {
                 first_error.get_or_insert(format!("connection {id}: {e}"));
@@ -309,6 +394,79 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
     }
     total.latencies.sort_unstable();
     let lat = &total.latencies;
+    let us = |ns: f64| ns / 1000.0;
+    let per_request = |v: f64| {
+        if total.requests > 0 {
+            v * 1e6 / total.requests as f64
+        } else {
+            f64::NAN
+        }
+    };
+    if let Mode::Reconnect { per_conn, .. } = mode {
+        total.handshakes.sort_unstable();
+        let hs = &total.handshakes;
+        let per_conn_cpu = |v: f64| {
+            if total.connections > 0 {
+                v * 1e6 / total.connections as f64
+            } else {
+                f64::NAN
+            }
+        };
+        return Ok(vec![
+            metric(
+                format!("connections/s ({per_conn} requests each)"),
+                total.connections as f64 / secs,
+                Better::Higher,
+            ),
+            metric("requests/s", total.requests as f64 / secs, Better::Higher),
+            metric(
+                "handshakes resumed (%)",
+                if total.handshakes.is_empty() {
+                    f64::NAN
+                } else {
+                    total.resumed as f64 * 100.0 / total.handshakes.len() as f64
+                },
+                Better::Neither,
+            ),
+            metric(
+                "p50 connect + handshake (us)",
+                us(percentile(hs, 0.50)),
+                Better::Lower,
+            ),
+            metric(
+                "p99 connect + handshake (us)",
+                us(percentile(hs, 0.99)),
+                Better::Lower,
+            ),
+            metric(
+                "p50 latency per request (us)",
+                us(percentile(lat, 0.50)),
+                Better::Lower,
+            ),
+            metric(
+                "p99 latency per request (us)",
+                us(percentile(lat, 0.99)),
+                Better::Lower,
+            ),
+            metric(
+                "server CPU per connection (us)",
+                per_conn_cpu(cpu),
+                Better::Lower,
+            ),
+            metric(
+                "  of it in user space (us)",
+                per_conn_cpu(user),
+                Better::Lower,
+            ),
+            metric(
+                "server CPU per request (us)",
+                per_request(cpu),
+                Better::Lower,
+            ),
+            metric("server CPU (cores busy)", cpu / secs, Better::Neither),
+            metric("get misses (want 0)", total.misses as f64, Better::Lower),
+        ]);
+    }
     let (rate_name, per, cpu_name) = match mode {
         Mode::Mixed { depth: 1, .. } if rate > 0 => (
             format!("requests/s (offered {})", fmt_num(rate as f64)),
@@ -340,8 +498,8 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
             "per multiget".to_string(),
             "server CPU per multiget (us)".to_string(),
         ),
+        Mode::Reconnect { .. } => unreachable!("returned above"),
     };
-    let us = |ns: f64| ns / 1000.0;
     Ok(vec![
         metric(rate_name, total.requests as f64 / secs, Better::Higher),
         metric(
@@ -359,22 +517,10 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
             us(percentile(lat, 0.999)),
             Better::Lower,
         ),
-        metric(
-            cpu_name,
-            if total.requests > 0 {
-                cpu * 1e6 / total.requests as f64
-            } else {
-                f64::NAN
-            },
-            Better::Lower,
-        ),
+        metric(cpu_name, per_request(cpu), Better::Lower),
         metric(
             "  of it in user space (us)",
-            if total.requests > 0 {
-                user * 1e6 / total.requests as f64
-            } else {
-                f64::NAN
-            },
+            per_request(user),
             Better::Lower,
         ),
         metric("server CPU (cores busy)", cpu / secs, Better::Neither),

@@ -84,6 +84,12 @@ impl Secure {
         peer_closed: bool,
         counters: &Counters,
     ) -> io::Result<Read> {
+        if self.conn.is_none() && !peer_closed && !has_bytes(fd)? {
+            // Woken before the client said anything (the registration's first event):
+            // nothing to set up yet.
+            *more = false;
+            return Ok(Read::Empty);
+        }
         let conn = self.started()?;
         // Whether the socket may have more: a read since the last short one.
         let mut socket_more = true;
@@ -175,6 +181,29 @@ fn process(conn: &mut ServerConnection, fd: RawFd, counters: &Counters) -> io::R
         flush(conn, fd)?;
     }
     Ok(())
+}
+
+/// Whether the socket has bytes to read (a one-byte peek, which takes nothing).
+fn has_bytes(fd: RawFd) -> io::Result<bool> {
+    let mut byte = 0u8;
+    // SAFETY: recv writes at most one byte into `byte`, which outlives the call.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n >= 0 {
+        // 0: the end of the stream, which the read that follows reports.
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.kind() {
+        io::ErrorKind::WouldBlock => Ok(false),
+        _ => Err(e),
+    }
 }
 
 /// Sends queued records. `Ok(false)`: the socket is full, the rest waits.

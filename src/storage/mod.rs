@@ -3,7 +3,7 @@
 //!
 //! [`Store`] hashes the key once, picks a shard from bits 32.. of the hash (the index takes
 //! its groups from the low 32 bits and a mix of all 64, and its tag from the top 8, so
-//! neither loses entropy inside a shard), takes that shard's `parking_lot::Mutex` and calls
+//! neither loses entropy inside a shard), takes that shard's mutex and calls
 //! one `Shard` method (`shard/ops.rs`), which does the whole operation under that one lock
 //! hold. What the store itself decides is what spans shards: the CAS counter, a delayed
 //! `flush_all`, memory stolen from another shard, and walks over all of them. One shard
@@ -30,7 +30,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use hashbrown::DefaultHashBuilder;
-use parking_lot::Mutex;
+
+/// A shard's lock: std's futex mutex, which spins briefly and then sleeps until the holder
+/// wakes it, where parking_lot's yields the CPU first (`sched_yield`), handing it to any other
+/// runnable thread for a time slice.
+struct Mutex<T>(std::sync::Mutex<T>);
+
+impl<T> Mutex<T> {
+    fn new(value: T) -> Self {
+        Self(std::sync::Mutex::new(value))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+        // A panic under the lock is a bug that aborts the worker anyway; the data stays
+        // usable.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 pub use classes::SizeClasses;
 pub use expiry::{Clock, ManualClock, SystemClock, Timebase};

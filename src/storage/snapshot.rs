@@ -506,16 +506,8 @@ impl Store {
             ));
         }
         let started = self.time.started();
-        // Server-relative time of a saved unix time; 1 for any time before this start.
-        let relative = |unix: u32| {
-            u32::try_from(u64::from(unix).saturating_sub(started))
-                .unwrap_or(u32::MAX)
-                .max(1)
-        };
         if header.oldest_live != 0 {
-            let rel = u32::try_from(header.oldest_live.saturating_sub(started))
-                .unwrap_or(u32::MAX)
-                .max(1);
+            let rel = relative(started, header.oldest_live);
             self.oldest_live.fetch_max(rel, Ordering::Relaxed);
         }
         // Size each shard's index once for what is coming (bounded by what -m could hold,
@@ -575,7 +567,7 @@ impl Store {
                         break;
                     }
                     Block::Items { main, records } => {
-                        match self.restore_block(&payload, records, main, &relative, &mut report) {
+                        match self.restore_block(&payload, records, main, started, &mut report) {
                             Some(cas) => max_cas = max_cas.max(cas),
                             None => {
                                 report.problem = Some("a block's records are malformed".into());
@@ -605,7 +597,7 @@ impl Store {
         payload: &[u8],
         records: u32,
         main: bool,
-        relative: &dyn Fn(u32) -> u32,
+        started: u64,
         report: &mut Restored,
     ) -> Option<u64> {
         let mut p = payload;
@@ -622,7 +614,7 @@ impl Store {
             let exptime = if r.exptime == 0 {
                 0
             } else {
-                relative(r.exptime)
+                relative(started, u64::from(r.exptime))
             };
             if exptime != 0 && exptime <= now {
                 report.expired += 1;
@@ -637,7 +629,7 @@ impl Store {
                 value: [r.value, &[]],
                 flags: r.flags,
                 exptime,
-                atime: relative(r.atime),
+                atime: relative(started, u64::from(r.atime)),
                 cas: r.cas,
                 bits: r.bits,
             };
@@ -752,6 +744,14 @@ pub fn framed_for_fuzzing(data: &[u8], item_size_max: usize) -> Vec<u8> {
     }
     out.extend_from_slice(rest);
     out
+}
+
+/// A saved unix time as a time relative to this process's start (`started`); 1 for any
+/// time before it.
+fn relative(started: u64, unix: u64) -> u32 {
+    u32::try_from(unix.saturating_sub(started))
+        .unwrap_or(u32::MAX)
+        .max(1)
 }
 
 /// Checks at start-up that a save to `path` can be written (its temporary file can be made

@@ -2,6 +2,7 @@
 
 pub mod fill;
 pub mod idle;
+pub mod latency;
 pub mod throughput;
 pub mod zipf;
 

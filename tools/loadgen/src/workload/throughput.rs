@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::latency::Latencies;
 use super::{Better, FILL_BATCH, Metric, Mode, metric};
 use crate::Res;
 use crate::options::Opts;
@@ -62,14 +63,14 @@ struct ClientStats {
     /// Requests completed (for multiget: multigets).
     pub requests: u64,
     /// Nanoseconds per request (depth 1) or per batch (pipelined).
-    pub latencies: Vec<u64>,
+    pub latencies: Latencies,
     /// Keys asked for and not returned: every key is preloaded, so this should stay 0.
     pub misses: u64,
     /// [`Mode::Reconnect`]: connections opened and used, how many of their handshakes
     /// resumed a session, and nanoseconds from `connect` to the handshake's end for each.
     pub connections: u64,
     pub resumed: u64,
-    pub handshakes: Vec<u64>,
+    pub handshakes: Latencies,
 }
 
 struct ClientParams {
@@ -92,10 +93,7 @@ async fn client(
     pace: Option<(Duration, Instant)>,
 ) -> Res<ClientStats> {
     let mut rng = Rng::new(SEED ^ 0xc11e_0000 ^ id as u64);
-    let mut st = ClientStats {
-        latencies: Vec::with_capacity(1 << 16),
-        ..Default::default()
-    };
+    let mut st = ClientStats::default();
     let mut req = Vec::with_capacity(16 * 256);
     let mut want = Vec::with_capacity(16); // (is_get, key start, key end) into `keys`
     let mut keys = Vec::with_capacity(16 * 16);
@@ -238,7 +236,7 @@ async fn client(
             }
             Mode::Reconnect { .. } => unreachable!("run by reconnect_client"),
         }
-        st.latencies.push(t0.elapsed().as_nanos() as u64);
+        st.latencies.record(t0.elapsed().as_nanos() as u64);
     }
     Ok(st)
 }
@@ -251,17 +249,14 @@ async fn reconnect_client(id: usize, p: Arc<ClientParams>) -> Res<ClientStats> {
         unreachable!("only for Mode::Reconnect")
     };
     let mut rng = Rng::new(SEED ^ 0xc11e_0000 ^ id as u64);
-    let mut st = ClientStats {
-        latencies: Vec::with_capacity(1 << 16),
-        ..Default::default()
-    };
+    let mut st = ClientStats::default();
     let mut req = Vec::with_capacity(256);
     let mut key = Vec::with_capacity(32);
     let tls = p.tls.as_ref().map(tls::Client::own_sessions);
     while Instant::now() < p.deadline && st.requests < MAX_OPS_PER_CONN {
         let t0 = Instant::now();
         let mut conn = Conn::open(p.port, tls.as_ref()).await?;
-        st.handshakes.push(t0.elapsed().as_nanos() as u64);
+        st.handshakes.record(t0.elapsed().as_nanos() as u64);
         st.resumed += u64::from(conn.resumed());
         for _ in 0..per_conn {
             req.clear();
@@ -295,21 +290,13 @@ async fn reconnect_client(id: usize, p: Arc<ClientParams>) -> Res<ClientStats> {
             } else {
                 conn.expect(b"STORED").await?;
             }
-            st.latencies.push(t1.elapsed().as_nanos() as u64);
+            st.latencies.record(t1.elapsed().as_nanos() as u64);
             st.requests += 1;
         }
         conn.close().await?;
         st.connections += 1;
     }
     Ok(st)
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((p * sorted.len() as f64) as usize).min(sorted.len() - 1);
-    sorted[i] as f64
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -373,10 +360,10 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
             Ok(Ok(st)) => {
                 total.requests += st.requests;
                 total.misses += st.misses;
-                total.latencies.extend_from_slice(&st.latencies);
+                total.latencies.add(&st.latencies);
                 total.connections += st.connections;
                 total.resumed += st.resumed;
-                total.handshakes.extend_from_slice(&st.handshakes);
+                total.handshakes.add(&st.handshakes);
             }
             Ok(Err(e)) => {
                 first_error.get_or_insert(format!("connection {id}: {e}"));
@@ -392,9 +379,7 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
     if let Some(e) = first_error {
         return Err(e);
     }
-    total.latencies.sort_unstable();
     let lat = &total.latencies;
-    let us = |ns: f64| ns / 1000.0;
     let per_request = |v: f64| {
         if total.requests > 0 {
             v * 1e6 / total.requests as f64
@@ -403,7 +388,6 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
         }
     };
     if let Mode::Reconnect { per_conn, .. } = mode {
-        total.handshakes.sort_unstable();
         let hs = &total.handshakes;
         let per_conn_cpu = |v: f64| {
             if total.connections > 0 {
@@ -412,7 +396,7 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
                 f64::NAN
             }
         };
-        return Ok(vec![
+        let mut out = vec![
             metric(
                 format!("connections/s ({per_conn} requests each)"),
                 total.connections as f64 / secs,
@@ -421,33 +405,26 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
             metric("requests/s", total.requests as f64 / secs, Better::Higher),
             metric(
                 "handshakes resumed (%)",
-                if total.handshakes.is_empty() {
+                if hs.len() == 0 {
                     f64::NAN
                 } else {
-                    total.resumed as f64 * 100.0 / total.handshakes.len() as f64
+                    total.resumed as f64 * 100.0 / hs.len() as f64
                 },
                 Better::Neither,
             ),
             metric(
                 "p50 connect + handshake (us)",
-                us(percentile(hs, 0.50)),
+                hs.quantile_us(0.50),
                 Better::Lower,
             ),
             metric(
                 "p99 connect + handshake (us)",
-                us(percentile(hs, 0.99)),
+                hs.quantile_us(0.99),
                 Better::Lower,
             ),
-            metric(
-                "p50 latency per request (us)",
-                us(percentile(lat, 0.50)),
-                Better::Lower,
-            ),
-            metric(
-                "p99 latency per request (us)",
-                us(percentile(lat, 0.99)),
-                Better::Lower,
-            ),
+        ];
+        out.extend(lat.metrics("per request"));
+        out.extend([
             metric(
                 "server CPU per connection (us)",
                 per_conn_cpu(cpu),
@@ -466,6 +443,7 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
             metric("server CPU (cores busy)", cpu / secs, Better::Neither),
             metric("get misses (want 0)", total.misses as f64, Better::Lower),
         ]);
+        return Ok(out);
     }
     let (rate_name, per, cpu_name) = match mode {
         Mode::Mixed { depth: 1, .. } if rate > 0 => (
@@ -500,23 +478,13 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
         ),
         Mode::Reconnect { .. } => unreachable!("returned above"),
     };
-    Ok(vec![
-        metric(rate_name, total.requests as f64 / secs, Better::Higher),
-        metric(
-            format!("p50 latency {per} (us)"),
-            us(percentile(lat, 0.50)),
-            Better::Lower,
-        ),
-        metric(
-            format!("p99 latency {per} (us)"),
-            us(percentile(lat, 0.99)),
-            Better::Lower,
-        ),
-        metric(
-            format!("p99.9 latency {per} (us)"),
-            us(percentile(lat, 0.999)),
-            Better::Lower,
-        ),
+    let mut out = vec![metric(
+        rate_name,
+        total.requests as f64 / secs,
+        Better::Higher,
+    )];
+    out.extend(lat.metrics(&per));
+    out.extend([
         metric(cpu_name, per_request(cpu), Better::Lower),
         metric(
             "  of it in user space (us)",
@@ -525,5 +493,6 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
         ),
         metric("server CPU (cores busy)", cpu / secs, Better::Neither),
         metric("get misses (want 0)", total.misses as f64, Better::Lower),
-    ])
+    ]);
+    Ok(out)
 }

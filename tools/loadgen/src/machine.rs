@@ -1,5 +1,7 @@
-//! CPU accounting from /proc, waiting for a quiet machine, the file descriptor limit.
+//! CPU accounting and scheduler figures from /proc, waiting for a quiet machine, the file
+//! descriptor limit.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::Res;
@@ -82,6 +84,117 @@ impl CpuSnapshot {
     }
 }
 
+/// What the scheduler did with some threads, summed over them: from each thread's
+/// `/proc/<pid>/task/<tid>/schedstat` (nanoseconds on a CPU, nanoseconds runnable but waiting
+/// on a run queue, timeslices) and `status` (context switches).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sched {
+    pub cpu_ns: u64,
+    /// Runnable, not running: the time a thread waited for a CPU after its wakeup or
+    /// preemption. Latency that no code path of the server's own explains.
+    pub wait_ns: u64,
+    pub timeslices: u64,
+    /// Times a thread blocked (in epoll_wait, on a lock, ...) and so was woken later.
+    pub voluntary: u64,
+    /// Times a thread was preempted while it still had work.
+    pub involuntary: u64,
+}
+
+impl Sched {
+    fn minus(self, earlier: Sched) -> Sched {
+        Sched {
+            cpu_ns: self.cpu_ns.saturating_sub(earlier.cpu_ns),
+            wait_ns: self.wait_ns.saturating_sub(earlier.wait_ns),
+            timeslices: self.timeslices.saturating_sub(earlier.timeslices),
+            voluntary: self.voluntary.saturating_sub(earlier.voluntary),
+            involuntary: self.involuntary.saturating_sub(earlier.involuntary),
+        }
+    }
+
+    fn plus(self, o: Sched) -> Sched {
+        Sched {
+            cpu_ns: self.cpu_ns + o.cpu_ns,
+            wait_ns: self.wait_ns + o.wait_ns,
+            timeslices: self.timeslices + o.timeslices,
+            voluntary: self.voluntary + o.voluntary,
+            involuntary: self.involuntary + o.involuntary,
+        }
+    }
+}
+
+/// [`Sched`] of every thread of a process at one moment, by thread id.
+#[derive(Clone, Debug, Default)]
+pub struct SchedSnapshot {
+    threads: HashMap<u32, Sched>,
+}
+
+impl SchedSnapshot {
+    /// The threads of process `pid`; "self" for this process.
+    pub fn take(pid: &str) -> Res<SchedSnapshot> {
+        let dir = format!("/proc/{pid}/task");
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))?;
+        let mut threads = HashMap::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("{dir}: {e}"))?;
+            let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            // A thread that ends between the listing and the reads is left out.
+            if let Some(sched) = thread_sched(&format!("{dir}/{tid}"))? {
+                threads.insert(tid, sched);
+            }
+        }
+        Ok(SchedSnapshot { threads })
+    }
+
+    /// What the threads did since `earlier`, summed: a thread started since counts from
+    /// zero; one that ended since is missing (its share is lost).
+    pub fn since(&self, earlier: &SchedSnapshot) -> Sched {
+        self.threads
+            .iter()
+            .map(|(tid, now)| now.minus(earlier.threads.get(tid).copied().unwrap_or_default()))
+            .fold(Sched::default(), Sched::plus)
+    }
+}
+
+/// One thread's [`Sched`] from its `/proc/<pid>/task/<tid>` directory; `None` if it is gone.
+fn thread_sched(dir: &str) -> Res<Option<Sched>> {
+    let read = |name: &str| match std::fs::read_to_string(format!("{dir}/{name}")) {
+        Ok(s) => Ok(Some(s)),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ESRCH) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(format!("{dir}/{name}: {e}")),
+    };
+    let (Some(schedstat), Some(status)) = (read("schedstat")?, read("status")?) else {
+        return Ok(None);
+    };
+    parse_sched(&schedstat, &status).map(Some).ok_or_else(|| {
+        format!("{dir}: unparsable schedstat {schedstat:?} or context switches in status")
+    })
+}
+
+/// [`Sched`] from the text of a thread's `schedstat` and `status` files.
+fn parse_sched(schedstat: &str, status: &str) -> Option<Sched> {
+    let mut f = schedstat.split_whitespace().map(|x| x.parse::<u64>().ok());
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim_start_matches(':').trim().parse::<u64>().ok())
+    };
+    Some(Sched {
+        cpu_ns: f.next()??,
+        wait_ns: f.next()??,
+        timeslices: f.next()??,
+        voluntary: field("voluntary_ctxt_switches")?,
+        involuntary: field("nonvoluntary_ctxt_switches")?,
+    })
+}
+
 /// Waits, at most `max`, until processes other than this bench use under 0.1 core over a
 /// half-second window (another build or test run sharing the machine distorts every figure).
 pub fn wait_quiet(max: Duration) {
@@ -128,5 +241,38 @@ pub fn raise_fd_limit(want: u64) {
         if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
             eprintln!("note: could not raise RLIMIT_NOFILE to {}", lim.rlim_cur);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduler_figures_parse_and_sum_per_thread() {
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t7\nnonvoluntary_ctxt_switches:\t2\n";
+        let s = parse_sched("1000 250 9\n", status).expect("parses");
+        assert_eq!(
+            s,
+            Sched {
+                cpu_ns: 1000,
+                wait_ns: 250,
+                timeslices: 9,
+                voluntary: 7,
+                involuntary: 2
+            }
+        );
+        assert_eq!(parse_sched("1000 x 9\n", status), None);
+        let before = SchedSnapshot::take("self").expect("this process");
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(20) {
+            std::hint::spin_loop();
+        }
+        let after = SchedSnapshot::take("self").expect("this process");
+        assert!(
+            after.since(&before).cpu_ns >= 10_000_000,
+            "{:?}",
+            after.since(&before)
+        );
     }
 }

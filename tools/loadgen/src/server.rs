@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::Res;
-use crate::machine::{process_cpu_seconds, process_cpu_split};
+use crate::machine::{SchedSnapshot, process_cpu_seconds, process_cpu_split};
 use crate::options::Opts;
 use crate::tls::{self, Tls};
 use crate::wire::Conn;
@@ -134,6 +134,11 @@ impl Server {
     /// loop), in seconds; the rest of its CPU is the kernel serving its system calls.
     pub fn user_cpu_seconds(&self) -> Res<f64> {
         Ok(process_cpu_split(&format!("/proc/{}/stat", self.pid))?.0)
+    }
+
+    /// What the scheduler has done with each of the server's threads so far.
+    pub fn sched(&self) -> Res<SchedSnapshot> {
+        SchedSnapshot::take(&self.pid.to_string())
     }
 
     /// Resident set size in MiB, from VmRSS in `/proc/<pid>/status`.

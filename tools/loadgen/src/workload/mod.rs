@@ -8,6 +8,7 @@ pub mod zipf;
 
 use std::time::Duration;
 
+use crate::machine::Sched;
 use crate::options::Opts;
 use crate::report::{Results, fmt_num, is_rate, medians};
 use crate::tls::{self, Tls};
@@ -428,6 +429,43 @@ pub fn metric(name: impl Into<String>, value: f64, better: Better) -> Metric {
         value,
         better,
     }
+}
+
+/// The scheduler's figures of a timed phase per request (`unit`: "request", or "multiget"
+/// where a multiget is the unit of the other figures): for the server, its threads' time
+/// runnable but waiting for a CPU, their wakeups (voluntary context switches: each a block in
+/// epoll_wait, on a lock, ... and the wakeup after it) and their preemptions (involuntary
+/// ones); for the load generator, its run-queue wait, to tell the two apart.
+pub fn sched_metrics(server: Sched, own: Sched, requests: u64, unit: &str) -> Vec<Metric> {
+    let per = |v: f64| {
+        if requests > 0 {
+            v / requests as f64
+        } else {
+            f64::NAN
+        }
+    };
+    vec![
+        metric(
+            format!("server run-queue wait per {unit} (us)"),
+            per(server.wait_ns as f64 / 1000.0),
+            Better::Lower,
+        ),
+        metric(
+            format!("server wakeups per {unit}"),
+            per(server.voluntary as f64),
+            Better::Neither,
+        ),
+        metric(
+            format!("server preemptions per {unit}"),
+            per(server.involuntary as f64),
+            Better::Neither,
+        ),
+        metric(
+            format!("load generator run-queue wait per {unit} (us)"),
+            per(own.wait_ns as f64 / 1000.0),
+            Better::Neither,
+        ),
+    ]
 }
 
 #[cfg(test)]

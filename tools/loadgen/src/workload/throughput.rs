@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::latency::Latencies;
-use super::{Better, FILL_BATCH, Metric, Mode, metric};
+use super::{Better, FILL_BATCH, Metric, Mode, metric, sched_metrics};
 use crate::Res;
+use crate::machine::SchedSnapshot;
 use crate::options::Opts;
 use crate::report::fmt_num;
 use crate::rng::{Rng, SEED, VALUE_CHARS};
@@ -326,6 +327,7 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
     }
     let cpu0 = server.cpu_seconds()?;
     let user0 = server.user_cpu_seconds()?;
+    let (sched0, own0) = (server.sched()?, SchedSnapshot::take("self")?);
     let t0 = Instant::now();
     let params = Arc::new(ClientParams {
         keys,
@@ -376,6 +378,8 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
     let secs = t0.elapsed().as_secs_f64();
     let cpu = server.cpu_seconds()? - cpu0;
     let user = server.user_cpu_seconds()? - user0;
+    let sched = server.sched()?.since(&sched0);
+    let own = SchedSnapshot::take("self")?.since(&own0);
     if let Some(e) = first_error {
         return Err(e);
     }
@@ -441,8 +445,13 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
                 Better::Lower,
             ),
             metric("server CPU (cores busy)", cpu / secs, Better::Neither),
-            metric("get misses (want 0)", total.misses as f64, Better::Lower),
         ]);
+        out.extend(sched_metrics(sched, own, total.requests, "request"));
+        out.push(metric(
+            "get misses (want 0)",
+            total.misses as f64,
+            Better::Lower,
+        ));
         return Ok(out);
     }
     let (rate_name, per, cpu_name) = match mode {
@@ -492,7 +501,16 @@ pub async fn run_throughput(server: &Server, opts: &Opts, run: ThroughputRun) ->
             Better::Lower,
         ),
         metric("server CPU (cores busy)", cpu / secs, Better::Neither),
-        metric("get misses (want 0)", total.misses as f64, Better::Lower),
     ]);
+    let unit = match mode {
+        Mode::Multiget { .. } => "multiget",
+        _ => "request",
+    };
+    out.extend(sched_metrics(sched, own, total.requests, unit));
+    out.push(metric(
+        "get misses (want 0)",
+        total.misses as f64,
+        Better::Lower,
+    ));
     Ok(out)
 }

@@ -226,6 +226,92 @@ pub fn wait_quiet(max: Duration) {
 /// Above this many cores' worth of other processes' CPU during a run, the run is flagged.
 pub const BUSY_OTHERS: f64 = 0.15;
 
+/// Parses a CPU list as taskset and /sys print them: "1", "0-1", "0,2-3". Sorted, without
+/// duplicates; at most CPU 1023 (`CPU_SETSIZE`).
+pub fn parse_cpu_list(list: &str) -> Res<Vec<usize>> {
+    let bad = || format!("not a CPU list (like 1, 0-1 or 0,2-3): {list}");
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        let num = |s: &str| s.trim().parse::<usize>().ok().filter(|&c| c < 1024);
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (num(a).ok_or_else(bad)?, num(b).ok_or_else(bad)?),
+            None => {
+                let c = num(part).ok_or_else(bad)?;
+                (c, c)
+            }
+        };
+        if lo > hi {
+            return Err(bad());
+        }
+        cpus.extend(lo..=hi);
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+/// A CPU list in its short form: consecutive CPUs as ranges ("0-1,3").
+pub fn fmt_cpu_list(cpus: &[usize]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+/// The kernel's CPU mask of a CPU list.
+pub fn cpu_set(cpus: &[usize]) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is a plain bit array, valid all zero; CPU_SET only sets a bit of
+    // it, for CPUs under CPU_SETSIZE (parse_cpu_list checks).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        set
+    }
+}
+
+/// The CPUs the calling thread may run on.
+pub fn affinity() -> Res<Vec<usize>> {
+    // SAFETY: sched_getaffinity writes at most size_of::<cpu_set_t>() bytes into `set`;
+    // CPU_ISSET reads a bit of it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(format!(
+                "sched_getaffinity: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok((0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect())
+    }
+}
+
+/// Restricts the calling thread, and the threads and processes it starts from now on, to
+/// `set`. Async-signal-safe (one system call): also for a child between fork and exec.
+pub fn set_affinity(set: &libc::cpu_set_t) -> std::io::Result<()> {
+    // SAFETY: sched_setaffinity reads size_of::<cpu_set_t>() bytes from `set`.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Raises this process's soft RLIMIT_NOFILE (the servers inherit it) so that idle-5000 fits.
 pub fn raise_fd_limit(want: u64) {
     let mut lim = libc::rlimit {
@@ -247,6 +333,21 @@ pub fn raise_fd_limit(want: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_parse_and_print_like_tasksets() {
+        assert_eq!(parse_cpu_list("1"), Ok(vec![1]));
+        assert_eq!(parse_cpu_list("0-1"), Ok(vec![0, 1]));
+        assert_eq!(parse_cpu_list("3,0-1,1"), Ok(vec![0, 1, 3]));
+        for bad in ["", "a", "2-1", "1-", "1024", "0,,1"] {
+            assert!(parse_cpu_list(bad).is_err(), "{bad}");
+        }
+        assert_eq!(fmt_cpu_list(&[0, 1, 3, 5, 6, 7]), "0-1,3,5-7");
+        assert_eq!(fmt_cpu_list(&[2]), "2");
+        let mine = affinity().expect("this thread's CPUs");
+        assert!(!mine.is_empty());
+        set_affinity(&cpu_set(&mine)).expect("the same CPUs again");
+    }
 
     #[test]
     fn scheduler_figures_parse_and_sum_per_thread() {

@@ -40,7 +40,7 @@ mod workload;
 use std::time::Instant;
 
 use charts::write_charts;
-use machine::{BUSY_OTHERS, CpuSnapshot, raise_fd_limit, wait_quiet};
+use machine::{BUSY_OTHERS, CpuSnapshot, cpu_set, raise_fd_limit, set_affinity, wait_quiet};
 use options::{Opts, parse_args};
 use report::{Runs, print_header, print_table, run_line};
 use server::{Server, TARGETS, Target};
@@ -170,6 +170,13 @@ fn main() {
     }
     print_header(&opts, &args);
     raise_fd_limit(16_384);
+    // Before any thread starts: every thread of this process inherits the mask.
+    if let Some(cpus) = &opts.client_cpus
+        && let Err(e) = set_affinity(&cpu_set(cpus))
+    {
+        eprintln!("--client-cpus: sched_setaffinity: {e}");
+        std::process::exit(2);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::Res;
+use crate::machine::{affinity, fmt_cpu_list, parse_cpu_list};
 use crate::tls::Key;
 
 #[derive(Clone, Debug)]
@@ -43,6 +44,14 @@ pub struct Opts {
     pub force_charts: bool,
     /// The TLS workloads' server certificate key (`--tls-key`).
     pub tls_key: Key,
+    /// `--client-cpus`: the CPUs of this process (all its threads: the client's); `None`: not
+    /// pinned.
+    pub client_cpus: Option<Vec<usize>>,
+    /// `--server-cpus`: the CPUs of the servers; `None`: not pinned (the CPUs this process
+    /// started with, also when the client is pinned).
+    pub server_cpus: Option<Vec<usize>>,
+    /// The CPUs this process could use when it started.
+    pub startup_cpus: Vec<usize>,
 }
 
 const USAGE: &str = "\
@@ -64,6 +73,9 @@ usage: cargo run --release -p memcrab-loadgen -- [options]
                      --quick and --only)
   --charts           write them anyway (also with --quick or --only)
   --tls-key K        the TLS workloads' server key: rsa (RSA-2048, default) or ecdsa (P-256)
+  --client-cpus L    pin the load generator (every thread of it) to the CPUs in list L, as
+                     taskset writes them: 1, 0-1, 0,2-3 (default: not pinned)
+  --server-cpus L    pin the servers (every thread) to the CPUs in L (default: not pinned)
 env: MEMCRAB_BIN (default: the workspace's target/release/memcrab, built first with
      cargo build --release --bin memcrab), MEMCACHED_BIN (default /usr/bin/memcached)";
 
@@ -92,6 +104,9 @@ pub fn parse_args(args: &[String]) -> Res<Opts> {
         charts: true,
         force_charts: false,
         tls_key: Key::Rsa2048,
+        client_cpus: None,
+        server_cpus: None,
+        startup_cpus: affinity()?,
     };
     // First pass: --quick sets defaults that explicit flags then override.
     if args.iter().any(|a| a == "--quick") {
@@ -157,9 +172,44 @@ pub fn parse_args(args: &[String]) -> Res<Opts> {
                 opts.tls_key =
                     Key::parse(&v).ok_or_else(|| format!("--tls-key: rsa or ecdsa, not {v}"))?;
             }
+            "--client-cpus" | "--server-cpus" => {
+                let cpus = parse_cpu_list(&value(arg)?).map_err(|e| format!("{arg}: {e}"))?;
+                if let Some(c) = cpus.iter().find(|c| !opts.startup_cpus.contains(c)) {
+                    return Err(format!(
+                        "{arg}: CPU {c} is not one this process may use ({})",
+                        fmt_cpu_list(&opts.startup_cpus)
+                    ));
+                }
+                if arg == "--client-cpus" {
+                    opts.client_cpus = Some(cpus);
+                } else {
+                    opts.server_cpus = Some(cpus);
+                }
+            }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }
     }
     Ok(opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Res<Opts> {
+        parse_args(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn cpu_placement_is_off_by_default_and_checked_against_this_machine() {
+        let opts = parse(&[]).expect("defaults");
+        assert_eq!((opts.client_cpus, opts.server_cpus), (None, None));
+        let first = opts.startup_cpus[0].to_string();
+        let pinned = parse(&["--client-cpus", &first, "--server-cpus", &first]).expect("valid");
+        assert_eq!(pinned.client_cpus, Some(vec![opts.startup_cpus[0]]));
+        assert_eq!(pinned.server_cpus, Some(vec![opts.startup_cpus[0]]));
+        assert!(parse(&["--server-cpus", "1023"]).is_err());
+        assert!(parse(&["--client-cpus", "x"]).is_err());
+    }
 }

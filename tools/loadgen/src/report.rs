@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::process::{Command, Stdio};
 
 use crate::Res;
+use crate::machine::fmt_cpu_list;
 use crate::options::Opts;
 use crate::server::TARGETS;
 use crate::workload::{Better, Metric, Workload};
@@ -162,6 +163,25 @@ fn command_output(bin: &std::path::Path, arg: &str) -> String {
         .unwrap_or_else(|| "(unknown)".into())
 }
 
+/// Where the client and the servers run (`--client-cpus`, `--server-cpus`), in words.
+pub fn placement(opts: &Opts) -> String {
+    let all = fmt_cpu_list(&opts.startup_cpus);
+    match (&opts.client_cpus, &opts.server_cpus) {
+        (None, None) => format!("not pinned: the load generator and the servers share CPUs {all}"),
+        (client, server) => {
+            let side = |cpus: &Option<Vec<usize>>| match cpus {
+                Some(c) => format!("pinned to CPUs {}", fmt_cpu_list(c)),
+                None => format!("not pinned (CPUs {all})"),
+            };
+            format!(
+                "load generator (every thread of this process) {}; servers {}",
+                side(client),
+                side(server)
+            )
+        }
+    }
+}
+
 pub fn print_header(opts: &Opts, args: &[String]) {
     let mut cmd = "cargo run --release -p memcrab-loadgen".to_string();
     if !args.is_empty() {
@@ -216,6 +236,7 @@ pub fn print_header(opts: &Opts, args: &[String]) {
         command_output(&opts.memcrab_bin, "-V"),
         opts.memcrab_bin.display()
     );
+    println!("placement: {}", placement(opts));
     println!(
         "method:    both servers on 127.0.0.1 with the same -m/-t plus -U 0 (memcached also \
          -u nobody), a fresh server per run; {} round(s) per server per workload, alternating \

@@ -1,12 +1,15 @@
 //! The two servers: started here on a free port, killed (by PID) when dropped.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::Res;
-use crate::machine::{SchedSnapshot, process_cpu_seconds, process_cpu_split};
+use crate::machine::{
+    SchedSnapshot, cpu_set, process_cpu_seconds, process_cpu_split, set_affinity,
+};
 use crate::options::Opts;
 use crate::tls::{self, Tls};
 use crate::wire::Conn;
@@ -90,6 +93,18 @@ impl Server {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        // Placement: the server's CPUs, or when only the client is pinned (which this child
+        // would inherit) the ones this process started with. Threads inherit the mask.
+        let cpus =
+            (opts.server_cpus.as_ref()).or(opts.client_cpus.as_ref().map(|_| &opts.startup_cpus));
+        if let Some(cpus) = cpus {
+            let set = cpu_set(cpus);
+            // SAFETY: the closure runs in the child between fork and exec; it makes one
+            // system call (async-signal-safe) on a mask copied in, and allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || set_affinity(&set));
+            }
+        }
         let client = tls::client_config(tls, opts.tls_key)?;
         let child = cmd
             .spawn()

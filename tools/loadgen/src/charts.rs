@@ -4,7 +4,8 @@ use plotters::style::RGBColor;
 
 use crate::Res;
 use crate::report::{Results, fmt_num, is_rate, medians};
-use crate::workload::{FILL_SIZES, THROUGHPUT_WORKLOADS, size_label};
+use crate::workload::open::{P99, P999, Sweep, level_name};
+use crate::workload::{FILL_SIZES, Kind, THROUGHPUT_WORKLOADS, size_label};
 
 /// Where full runs write their SVG charts, relative to the workspace root.
 pub const CHART_DIR: &str = "docs/bench";
@@ -196,5 +197,126 @@ pub fn write_charts(results: &Results, rate: u64) -> Res<()> {
     for c in &charts {
         draw_bars(&dir, c)?;
     }
+    if let Some((name, sweep)) = results.iter().find_map(|(w, _)| match &w.kind {
+        Kind::OpenLoop(s) => Some((w.name, s)),
+        _ => None,
+    }) {
+        draw_latency_vs_load(&dir, results, name, sweep)?;
+    }
+    Ok(())
+}
+
+/// latency-vs-load.svg: the open-loop sweep's p99 and p99.9 (medians) of both servers
+/// against the offered load, on a log scale.
+fn draw_latency_vs_load(
+    dir: &std::path::Path,
+    results: &Results,
+    wl: &str,
+    sweep: &Sweep,
+) -> Res<()> {
+    use plotters::prelude::*;
+    let path = dir.join("latency-vs-load.svg");
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    // Per percentile: the loads it has medians at, (load %, [memcrab, memcached]) in us.
+    type Points = Vec<(f64, [f64; 2])>;
+    let series: Vec<(&str, Points)> = [(P99, "p99"), (P999, "p99.9")]
+        .into_iter()
+        .map(|(col, label)| {
+            let points = sweep
+                .levels
+                .iter()
+                .filter_map(|&pct| {
+                    let name = level_name(col, pct);
+                    let m = medians(results, wl, |n| n == name)?;
+                    m.iter().all(|v| *v > 0.0).then_some((pct as f64, m))
+                })
+                .collect();
+            (label, points)
+        })
+        .collect();
+    let all: Vec<f64> = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().flat_map(|(_, m)| *m))
+        .collect();
+    if all.is_empty() {
+        return Ok(());
+    }
+    let (min, max) = all
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = (
+        min.log10().floor(),
+        max.log10().ceil().max(min.log10().floor() + 1.0),
+    );
+    let capacity = sweep
+        .capacity
+        .rate()
+        .map(|r| format!(" = {} req/s", fmt_num(r)))
+        .unwrap_or_default();
+    let root = SVGBackend::new(&path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("Open-loop latency against offered load ({wl}; median)"),
+            ("sans-serif", 20),
+        )
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(84)
+        .build_cartesian_2d(0f64..100f64, lo..hi)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_labels(11)
+        .light_line_style(WHITE)
+        .x_label_formatter(&|v| format!("{v:.0}%"))
+        .x_desc(format!(
+            "offered load, % of memcached's closed-loop get-set capacity (100%{capacity})"
+        ))
+        .y_labels((hi - lo) as usize + 1)
+        .y_label_formatter(&|v| fmt_num(10f64.powf(*v)))
+        .y_desc("microseconds (log scale)")
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (label, points) in &series {
+        for (t, (server, color)) in [("memcrab", MEMCRAB_COLOR), ("memcached", MEMCACHED_COLOR)]
+            .into_iter()
+            .enumerate()
+        {
+            let xy: Vec<(f64, f64)> = points.iter().map(|(x, m)| (*x, m[t].log10())).collect();
+            let name = format!("{server} {label}");
+            if *label == "p99" {
+                let style = color.stroke_width(2);
+                chart
+                    .draw_series(LineSeries::new(xy, style).point_size(3))
+                    .map_err(|e| err(&e))?
+                    .label(name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+            } else {
+                let style = color.stroke_width(1);
+                chart
+                    .draw_series(DashedLineSeries::new(xy, 6, 4, style))
+                    .map_err(|e| err(&e))?
+                    .label(name)
+                    .legend(move |(x, y)| {
+                        EmptyElement::at((x, y))
+                            + PathElement::new(vec![(0, 0), (6, 0)], style)
+                            + PathElement::new(vec![(10, 0), (16, 0)], style)
+                    });
+            }
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 12))
+        .margin(12)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    println!("wrote {}", path.display());
     Ok(())
 }

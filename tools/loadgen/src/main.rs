@@ -5,7 +5,9 @@
 //! cargo run --release -p memcrab-loadgen -- [--quick] [--rounds N] [--duration SECS]
 //!                             [--conns N] [--threads N] [--fill-threads N] [--mem MB]
 //!                             [--only NAME,...] [--items-scale F] [--wait-quiet SECS]
-//!                             [--rate N] [--metrics] [--no-charts] [--charts]
+//!                             [--rate N] [--capacity N] [--client-threads N]
+//!                             [--client-cpus LIST] [--server-cpus LIST]
+//!                             [--metrics] [--no-charts] [--charts] [--tls-key rsa|ecdsa]
 //! ```
 //!
 //! Each workload runs against the two servers alternately (memcrab, memcached, memcrab, ...),
@@ -15,6 +17,19 @@
 //! plotters. Servers: `MEMCRAB_BIN` (default: the workspace's `memcrab`, built first with
 //! `cargo build --release --bin memcrab`, `target/release/memcrab`) and `MEMCACHED_BIN`
 //! (default `/usr/bin/memcached`).
+//!
+//! The client of most workloads is a 2-thread tokio runtime in this process. Every latency
+//! goes into an HDR histogram ([`workload::latency`]); the throughput workloads also report
+//! the scheduler's view of each run from `/proc/<pid>/task/*/schedstat` ([`machine::Sched`]):
+//! the server's run-queue wait, wakeups and preemptions per request. `--client-cpus` and
+//! `--server-cpus` pin this process and the servers to CPU lists; the header records the
+//! placement.
+//!
+//! `get-set-open` is an open-loop sweep ([`workload::open`]): Poisson arrivals at 10% to 90%
+//! of memcached's closed-loop get-set rate, sent by plain threads on epoll and a timerfd (not
+//! tokio, whose 1 ms timer would add its own latency), each request's latency counted from
+//! when it was due; its summary is a table per offered load, its targets compare the p99 and
+//! p99.9 at every load, and full runs chart them (`latency-vs-load.svg`).
 //!
 //! The `tls-*` workloads start both servers with `-Z` and a throwaway certificate made with
 //! the `openssl` command ([`tls`]) and speak TLS 1.3 to them with rustls.
@@ -42,11 +57,12 @@ use std::time::Instant;
 use charts::write_charts;
 use machine::{BUSY_OTHERS, CpuSnapshot, cpu_set, raise_fd_limit, set_affinity, wait_quiet};
 use options::{Opts, parse_args};
-use report::{Runs, print_header, print_table, run_line};
+use report::{Results, Runs, is_rate, medians, print_header, print_table, run_line};
 use server::{Server, TARGETS, Target};
 use targets::print_targets;
 use workload::fill::{run_fill, run_fill_sizes};
 use workload::idle::run_idle;
+use workload::open::{CAPACITY_RUN, Capacity, run_open};
 use workload::throughput::{ThroughputRun, run_throughput};
 use workload::zipf::{ZipfRun, run_zipf};
 use workload::{Better, Kind, Metric, Workload, metric, paced_rate, ran_rate, workloads};
@@ -65,13 +81,41 @@ fn run_once(
     }
     let mut server = Server::start(target, opts, wl.mem_mb, wl.threads, wl.extra, wl.tls)?;
     let before = CpuSnapshot::take(&server)?;
-    let mut result = rt.block_on(async {
+    let mut result = match &wl.kind {
+        // Its own client threads, outside the runtime.
+        Kind::OpenLoop(sweep) => run_open(rt, &server, sweep, opts.conns, opts.client_threads),
+        _ => run_async(rt, opts, wl, &server),
+    };
+    if let (Ok(metrics), Ok(after)) = (&mut result, CpuSnapshot::take(&server)) {
+        metrics.push(metric(
+            "other processes' CPU (cores)",
+            before.others_since(&after),
+            Better::Neither,
+        ));
+    }
+    let exited = server.child.try_wait().ok().flatten();
+    drop(server);
+    match (result, exited) {
+        (Ok(_), Some(status)) => Err(format!("server exited during the run: {status}")),
+        (Err(e), Some(status)) => Err(format!("{e} (server exited: {status})")),
+        (result, None) => result,
+    }
+}
+
+/// The workloads whose client is the tokio runtime, on a started `server`.
+fn run_async(
+    rt: &tokio::runtime::Runtime,
+    opts: &Opts,
+    wl: &Workload,
+    server: &Server,
+) -> Res<Vec<Metric>> {
+    rt.block_on(async {
         match &wl.kind {
             Kind::Fill {
                 items,
                 key_len,
                 value_len,
-            } => run_fill(&server, *items, *key_len, *value_len).await,
+            } => run_fill(server, *items, *key_len, *value_len).await,
             Kind::Throughput {
                 keys,
                 value_len,
@@ -86,7 +130,7 @@ fn run_once(
                     rate: *rate,
                     duration: *duration,
                 };
-                run_throughput(&server, opts, t).await
+                run_throughput(server, opts, t).await
             }
             Kind::Zipf {
                 keys,
@@ -102,26 +146,36 @@ fn run_once(
                     warmup: *warmup,
                     measured: *measured,
                 };
-                run_zipf(&server, opts, z).await
+                run_zipf(server, opts, z).await
             }
-            Kind::Idle { conns } => run_idle(&server, *conns).await,
-            Kind::FillSizes { .. } => unreachable!("handled above"),
+            Kind::Idle { conns } => run_idle(server, *conns).await,
+            Kind::FillSizes { .. } | Kind::OpenLoop(_) => unreachable!("run by run_once"),
         }
-    });
-    if let (Ok(metrics), Ok(after)) = (&mut result, CpuSnapshot::take(&server)) {
-        metrics.push(metric(
-            "other processes' CPU (cores)",
-            before.others_since(&after),
-            Better::Neither,
-        ));
+    })
+}
+
+/// 100% of get-set-open's offered loads: memcached's median closed-loop get-set rate if
+/// get-set ran earlier in this invocation, else `--capacity`, else measured now with a
+/// [`CAPACITY_RUN`] get-set run against memcached.
+fn open_capacity(rt: &tokio::runtime::Runtime, opts: &Opts, results: &Results) -> Res<Capacity> {
+    if let Some(m) = medians(results, "get-set", is_rate) {
+        return Ok(Capacity::GetSet(m[1]));
     }
-    let exited = server.child.try_wait().ok().flatten();
-    drop(server);
-    match (result, exited) {
-        (Ok(_), Some(status)) => Err(format!("server exited during the run: {status}")),
-        (Err(e), Some(status)) => Err(format!("{e} (server exited: {status})")),
-        (result, None) => result,
+    if let Some(c) = opts.capacity {
+        return Ok(Capacity::Given(c as f64));
     }
+    let mut wl = workloads(opts)
+        .into_iter()
+        .find(|w| w.name == "get-set")
+        .ok_or("no get-set workload")?;
+    if let Kind::Throughput { duration, .. } = &mut wl.kind {
+        *duration = CAPACITY_RUN;
+    }
+    let m = run_once(rt, opts, &wl, Target::Memcached)?;
+    m.iter()
+        .find(|x| is_rate(&x.name))
+        .map(|x| Capacity::Measured(x.value))
+        .ok_or_else(|| "get-set reported no requests/s".into())
 }
 
 fn main() {
@@ -192,8 +246,28 @@ fn main() {
         {
             *rate = paced_rate(&opts, &results);
         }
-        println!("running {}: {}", wl.name, wl.describe(&opts));
         let mut runs: Runs = [Vec::new(), Vec::new()];
+        if let Kind::OpenLoop(sweep) = &mut wl.kind {
+            let t0 = Instant::now();
+            match open_capacity(&rt, &opts, &results) {
+                Ok(c) => sweep.capacity = c,
+                Err(e) => {
+                    println!("running {}: capacity FAILED: {e}", wl.name);
+                    let failed = || Err(format!("no capacity to offer loads of: {e}"));
+                    runs = [vec![failed()], vec![failed()]];
+                    results.push((wl, runs));
+                    continue;
+                }
+            }
+            if let Capacity::Measured(_) = sweep.capacity {
+                println!(
+                    "{} capacity: memcached's get-set ({:.1} s)",
+                    wl.name,
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+        }
+        println!("running {}: {}", wl.name, wl.describe(&opts));
         for round in 1..=opts.rounds {
             for (t, target) in TARGETS.iter().enumerate() {
                 if let Some(max) = opts.wait_quiet {

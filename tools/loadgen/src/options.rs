@@ -52,6 +52,10 @@ pub struct Opts {
     pub server_cpus: Option<Vec<usize>>,
     /// The CPUs this process could use when it started.
     pub startup_cpus: Vec<usize>,
+    /// Threads of the open-loop client (`--client-threads`).
+    pub client_threads: usize,
+    /// `--capacity`: memcached's requests/s for get-set-open when get-set did not run.
+    pub capacity: Option<u64>,
 }
 
 const USAGE: &str = "\
@@ -65,6 +69,10 @@ usage: cargo run --release -p memcrab-loadgen -- [options]
   --mem MB           server -m for every workload (default 64)
   --rate N           requests/s offered in all by get-set-rate (default: half of the slower
                      server's get-set rate in this run, or 25000 when get-set did not run)
+  --capacity N       100% of get-set-open's offered loads, in requests/s, when get-set did not
+                     run before it (default: memcached's median get-set rate in this run, else
+                     a 2 s closed-loop get-set run against memcached before the sweep)
+  --client-threads N threads of get-set-open's open-loop client (default 2)
   --only A,B         run only the named workloads (see the list below)
   --items-scale F    multiply the items the fill workloads write by F (default 1, at most 4)
   --wait-quiet SECS  before each run, wait up to SECS for other processes to use < 0.1 core
@@ -107,6 +115,8 @@ pub fn parse_args(args: &[String]) -> Res<Opts> {
         client_cpus: None,
         server_cpus: None,
         startup_cpus: affinity()?,
+        client_threads: 2,
+        capacity: None,
     };
     // First pass: --quick sets defaults that explicit flags then override.
     if args.iter().any(|a| a == "--quick") {
@@ -149,6 +159,8 @@ pub fn parse_args(args: &[String]) -> Res<Opts> {
             "--fill-threads" => opts.fill_threads = num(arg, value(arg)?)?,
             "--mem" => opts.mem_mb = num(arg, value(arg)?)?,
             "--rate" => opts.rate = num(arg, value(arg)?)?.max(1) as u64,
+            "--capacity" => opts.capacity = Some(num(arg, value(arg)?)? as u64),
+            "--client-threads" => opts.client_threads = num(arg, value(arg)?)?.min(64),
             "--items-scale" => {
                 let v = value(arg)?;
                 opts.items_scale = v

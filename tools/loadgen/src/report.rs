@@ -70,24 +70,137 @@ pub fn is_rate(name: &str) -> bool {
     name.starts_with("requests/s") || name.starts_with("multigets/s")
 }
 
+/// A run's metrics on one line; those of an open-loop sweep's loads after it, a line per
+/// load.
 pub fn run_line(m: &[Metric]) -> String {
     let mut s = String::new();
-    for x in m {
+    for x in m.iter().filter(|x| x.level.is_none()) {
         let _ = write!(s, "{} {}; ", x.name, fmt_num(x.value));
     }
-    s.trim_end_matches("; ").to_string()
+    let mut s = s.trim_end_matches("; ").to_string();
+    for pct in levels(m) {
+        let _ = write!(s, "\n      {pct:>3}%:");
+        for x in m.iter().filter(|x| x.level.is_some_and(|l| l.pct == pct)) {
+            let head = x.level.map_or("", |l| l.head);
+            let _ = write!(s, " {head} {};", fmt_num(x.value));
+        }
+        s.pop();
+    }
+    s
+}
+
+/// The offered loads of an open-loop sweep's metrics, in their order.
+fn levels(m: &[Metric]) -> Vec<u32> {
+    let mut out: Vec<u32> = Vec::new();
+    for l in m.iter().filter_map(|x| x.level) {
+        if !out.contains(&l.pct) {
+            out.push(l.pct);
+        }
+    }
+    out
+}
+
+/// Per server: the median over its rounds of the metric `name`, or `None` when a round
+/// failed.
+fn server_medians(runs: &Runs, name: &str) -> [Option<f64>; 2] {
+    [0, 1].map(|t| {
+        let ok: Option<Vec<&Vec<Metric>>> = runs[t].iter().map(|r| r.as_ref().ok()).collect();
+        ok.map(|rounds| {
+            median(
+                rounds
+                    .iter()
+                    .filter_map(|m| m.iter().find(|x| x.name == name))
+                    .map(|x| x.value)
+                    .collect(),
+            )
+        })
+    })
+}
+
+fn ratio_of(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b.abs() > 1e-9 && a.is_finite() && b.is_finite() => {
+            format!("{:.3}", a / b)
+        }
+        _ => "-".into(),
+    }
+}
+
+/// An open-loop sweep's table: per offered load, a row per server (medians over the
+/// rounds) and one of the ratios memcrab / memcached; a column per figure.
+fn print_levels(runs: &Runs) {
+    let Some(first) = runs.iter().flatten().find_map(|r| r.as_ref().ok()) else {
+        return;
+    };
+    let loads = levels(first);
+    let Some(&pct0) = loads.first() else {
+        return;
+    };
+    // The columns, from the first load's metrics: (heading, name at each load).
+    let cols: Vec<(&str, Vec<String>)> = first
+        .iter()
+        .filter_map(|x| x.level.filter(|l| l.pct == pct0).map(|l| (x, l.head)))
+        .map(|(x, head)| {
+            let at = format!(" at {pct0}%");
+            let names = loads
+                .iter()
+                .map(|p| x.name.replacen(&at, &format!(" at {p}%"), 1))
+                .collect();
+            (head, names)
+        })
+        .collect();
+    let widths: Vec<usize> = cols.iter().map(|(h, _)| h.len().max(7)).collect();
+    println!(
+        "  per offered load (% of the capacity): medians over the rounds; latencies and the \
+         per-request figures in us"
+    );
+    let mut head = format!("  {:>5}  {:<9}", "load", "server");
+    for ((h, _), w) in cols.iter().zip(&widths) {
+        let _ = write!(head, "  {h:>w$}");
+    }
+    println!("{head}");
+    for (i, pct) in loads.iter().enumerate() {
+        let cells: Vec<[Option<f64>; 2]> = cols
+            .iter()
+            .map(|(_, names)| server_medians(runs, &names[i]))
+            .collect();
+        for (t, target) in TARGETS.iter().enumerate() {
+            let load = if t == 0 {
+                format!("{pct}%")
+            } else {
+                String::new()
+            };
+            let mut row = format!("  {load:>5}  {:<9}", target.name());
+            for (c, w) in cells.iter().zip(&widths) {
+                let v = c[t].map_or_else(|| "FAILED".into(), fmt_num);
+                let _ = write!(row, "  {v:>w$}");
+            }
+            println!("{row}");
+        }
+        let mut row = format!("  {:>5}  {:<9}", "", "ratio");
+        for (c, w) in cells.iter().zip(&widths) {
+            let _ = write!(row, "  {:>w$}", ratio_of(c[0], c[1]));
+        }
+        println!("{row}");
+    }
 }
 
 pub fn print_table(wl: &Workload, opts: &Opts, runs: &Runs) -> bool {
     println!();
     println!("{}: {}", wl.name, wl.describe(opts));
     let failed: Vec<bool> = runs.iter().map(|r| r.iter().any(|x| x.is_err())).collect();
-    // Metric names in order, from the first successful run of either server.
+    // Metric names in order, from the first successful run of either server; an open-loop
+    // sweep's per-load figures go to a table of their own.
     let names: Vec<(String, Better)> = runs
         .iter()
         .flatten()
         .find_map(|r| r.as_ref().ok())
-        .map(|m| m.iter().map(|x| (x.name.clone(), x.better)).collect())
+        .map(|m| {
+            m.iter()
+                .filter(|x| x.level.is_none())
+                .map(|x| (x.name.clone(), x.better))
+                .collect()
+        })
         .unwrap_or_default();
     let width = names.iter().map(|(n, _)| n.len()).max().unwrap_or(6).max(6);
     println!(
@@ -142,6 +255,7 @@ pub fn print_table(wl: &Workload, opts: &Opts, runs: &Runs) -> bool {
             spread(agg[1])
         );
     }
+    print_levels(runs);
     for (t, target) in TARGETS.iter().enumerate() {
         for (round, r) in runs[t].iter().enumerate() {
             if let Err(e) = r {
@@ -240,9 +354,11 @@ pub fn print_header(opts: &Opts, args: &[String]) {
     println!(
         "method:    both servers on 127.0.0.1 with the same -m/-t plus -U 0 (memcached also \
          -u nobody), a fresh server per run; {} round(s) per server per workload, alternating \
-         memcrab/memcached; the client is a 2-thread tokio runtime in the bench process, \
-         sharing the CPUs with the server; figures are medians; ratio = memcrab / memcached; \
+         memcrab/memcached; the client is a 2-thread tokio runtime in the bench process \
+         (get-set-open: {} open-loop threads of its own), sharing the CPUs with the server \
+         unless pinned; figures are medians; ratio = memcrab / memcached; \
          spread = (max - min) / median over the rounds, for memcrab / memcached",
-        opts.rounds
+        opts.rounds,
+        opts.client_threads.min(opts.conns)
     );
 }

@@ -1,10 +1,63 @@
 //! Targets, judged from the medians of a run.
 
 use crate::report::{Results, fmt_num, is_rate, medians};
+use crate::workload::open::{P99, P999, level_name};
 use crate::workload::{FILL_SIZES, Kind, THROUGHPUT_WORKLOADS, TLS_WORKLOADS, size_label};
 
 fn geomean(v: &[f64]) -> f64 {
     (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
+}
+
+/// The open-loop targets: memcrab's p99 no higher than memcached's at every offered load,
+/// its p99.9 at most 1.2x, each judged at its worst load. Judged only when every load of the
+/// full sweep (10-90%) ran.
+fn open_loop_rows(results: &Results, rows: &mut Vec<(String, String, Option<bool>)>) {
+    let Some((wl, sweep)) = results.iter().find_map(|(w, _)| match &w.kind {
+        Kind::OpenLoop(s) => Some((w, s)),
+        _ => None,
+    }) else {
+        return;
+    };
+    for (col, label, max) in [(P99, "p99", 1.0), (P999, "p99.9", 1.2)] {
+        let at: Vec<(u32, [f64; 2])> = sweep
+            .levels
+            .iter()
+            .filter_map(|&pct| {
+                let name = level_name(col, pct);
+                medians(results, wl.name, |n| n == name).map(|m| (pct, m))
+            })
+            .collect();
+        let Some(&(pct, worst)) = at
+            .iter()
+            .max_by(|a, b| (a.1[0] / a.1[1]).total_cmp(&(b.1[0] / b.1[1])))
+        else {
+            continue;
+        };
+        let all: Vec<String> = at
+            .iter()
+            .map(|(p, m)| format!("{p}% {:.2}x", m[0] / m[1]))
+            .collect();
+        let full = at.len() == 9 && at.len() == sweep.levels.len();
+        let what = if max == 1.0 {
+            format!(
+                "open loop: {label} ≤ 1.0x memcached's at every offered load 10-90% ({})",
+                wl.name
+            )
+        } else {
+            format!("open loop: {label} ≤ {max:.1}x at every load")
+        };
+        rows.push((
+            what,
+            format!(
+                "worst {:.3}x at {pct}% ({} against {} us); {}",
+                worst[0] / worst[1],
+                fmt_num(worst[0]),
+                fmt_num(worst[1]),
+                all.join(", ")
+            ),
+            full.then_some(at.iter().all(|(_, m)| m[0] <= max * m[1])),
+        ));
+    }
 }
 
 /// Prints the targets with met / missed and the measured value.
@@ -131,6 +184,7 @@ pub fn print_targets(results: &Results, rate: u64) {
             Some(m[0] <= m[1]),
         ));
     }
+    open_loop_rows(results, &mut rows);
     let fill = |wl: &str, want: f64, rows: &mut Vec<(String, String, Option<bool>)>| {
         let items = medians(results, wl, |n| n == "items retained");
         let rss = medians(results, wl, |n| n == "RSS after fill (MiB)");

@@ -3,6 +3,7 @@
 pub mod fill;
 pub mod idle;
 pub mod latency;
+pub mod open;
 pub mod throughput;
 pub mod zipf;
 
@@ -49,6 +50,9 @@ pub enum Kind {
     },
     /// `conns` idle connections; the server's RSS before and after.
     Idle { conns: usize },
+    /// Open loop: Poisson arrivals at offered loads from a fraction of memcached's capacity
+    /// to near it, one server per round running them all ([`open`]).
+    OpenLoop(open::Sweep),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -126,6 +130,30 @@ impl Workload {
                 "{server}; open {conns} connections and leave them idle; VmRSS before, with \
                  them open, and after one `version` on each"
             ),
+            Kind::OpenLoop(sweep) => {
+                let levels: Vec<String> = sweep.levels.iter().map(|l| format!("{l}%")).collect();
+                let dur = sweep.level_duration;
+                format!(
+                    "{server}; {} keys preloaded with {} B values; open loop: {}% get / {}% \
+                     set arriving as a Poisson process (fixed seed, the same for both servers) \
+                     at {} of 100% = {}; {} connections on {} client threads (epoll and a \
+                     timerfd each), {:.1} s per load in ascending order on one server, the \
+                     first {:.1} s of each a warm-up; latency from each request's due time, \
+                     not its send (no coordinated omission); at most {} requests waiting per \
+                     connection, arrivals past that dropped",
+                    sweep.keys,
+                    sweep.value_len,
+                    sweep.get_pct,
+                    100 - sweep.get_pct,
+                    levels.join(", "),
+                    sweep.capacity.describe(),
+                    opts.conns,
+                    opts.client_threads.min(opts.conns),
+                    dur.as_secs_f64(),
+                    open::warmup(dur).as_secs_f64(),
+                    open::MAX_IN_FLIGHT,
+                )
+            }
             Kind::Throughput {
                 keys,
                 value_len,
@@ -340,6 +368,25 @@ pub fn workloads(opts: &Opts) -> Vec<Workload> {
             short,
         ),
         load("get-set-rate", 100_000, 100, mixed(90, 1), opts.rate, short),
+        Workload {
+            name: "get-set-open",
+            mem_mb: opts.mem_mb,
+            threads: opts.threads,
+            extra: &[],
+            tls: Tls::Off,
+            kind: Kind::OpenLoop(open::Sweep {
+                keys: 100_000,
+                value_len: 100,
+                get_pct: 90,
+                levels: if opts.quick {
+                    vec![10, 50, 90]
+                } else {
+                    (1..=9).map(|l| l * 10).collect()
+                },
+                level_duration: opts.duration.mul_f64(short),
+                capacity: open::Capacity::Unknown,
+            }),
+        },
         over_tls(
             load("tls-get-set", 100_000, 100, mixed(90, 1), 0, short),
             Tls::On,
@@ -421,6 +468,19 @@ pub struct Metric {
     pub name: String,
     pub value: f64,
     pub better: Better,
+    /// One figure of an offered load of an open-loop sweep ([`open`]): the reports show
+    /// these as a table, a row per load and a column per figure (`name` still tells them
+    /// all apart, as "p99 at 30% (us)").
+    pub level: Option<Level>,
+}
+
+/// Where a [`Metric`] of an open-loop sweep goes in its table.
+#[derive(Clone, Copy, Debug)]
+pub struct Level {
+    /// The offered load, percent of the capacity.
+    pub pct: u32,
+    /// The column heading.
+    pub head: &'static str,
 }
 
 pub fn metric(name: impl Into<String>, value: f64, better: Better) -> Metric {
@@ -428,6 +488,7 @@ pub fn metric(name: impl Into<String>, value: f64, better: Better) -> Metric {
         name: name.into(),
         value,
         better,
+        level: None,
     }
 }
 
@@ -489,6 +550,15 @@ mod tests {
             for name in TLS_WORKLOADS {
                 assert_ne!(find(name).expect(name).tls, Tls::Off, "{name}");
             }
+            let Kind::OpenLoop(sweep) = &find("get-set-open").expect("get-set-open").kind else {
+                panic!("get-set-open is an open-loop sweep");
+            };
+            let want: Vec<u32> = if quick {
+                vec![10, 50, 90]
+            } else {
+                (1..=9).map(|l| l * 10).collect()
+            };
+            assert_eq!(sweep.levels, want);
             let resume = find("tls-resume").expect("tls-resume");
             assert_eq!(resume.tls, Tls::Resume);
             assert!(

@@ -17,7 +17,7 @@ use crate::wire::{Conn, push_binary, push_set, show};
 /// Upper bound on requests one client connection sends in one timed run.
 const MAX_OPS_PER_CONN: u64 = 50_000_000;
 
-fn load_key(out: &mut Vec<u8>, i: u64) {
+pub(super) fn load_key(out: &mut Vec<u8>, i: u64) {
     out.extend_from_slice(b"key:");
     out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
 }
@@ -29,7 +29,7 @@ pub fn value_pool() -> Vec<u8> {
     pool
 }
 
-fn pick_value<'a>(rng: &mut Rng, pool: &'a [u8], len: usize) -> &'a [u8] {
+pub(super) fn pick_value<'a>(rng: &mut Rng, pool: &'a [u8], len: usize) -> &'a [u8] {
     let off = rng.below((pool.len() - len) as u64) as usize;
     &pool[off..off + len]
 }

@@ -60,10 +60,12 @@ pub struct Opts {
 
 const USAGE: &str = "\
 usage: cargo run --release -p memcrab-loadgen -- [options]
-  --quick            smoke run (~30 s): 1 round, 1 s runs; fills at a quarter of -m and items
+  --quick            smoke run (~40 s): 1 round, 1 s runs; fills at a quarter of -m and items;
+                     get-set-open at 10%, 50% and 90% only, 0.5 s each
   --rounds N         runs per server per workload, alternating memcrab/memcached (default 3)
-  --duration SECS    length of each throughput run (default 5)
-  --conns N          client connections for the throughput workloads (default 50)
+  --duration SECS    length of each throughput run, and of each offered load of get-set-open
+                     (default 5)
+  --conns N          client connections of the throughput workloads and get-set-open (default 50)
   --threads N        server -t for the throughput workloads (default 2)
   --fill-threads N   server -t for the fill workloads (default 4)
   --mem MB           server -m for every workload (default 64)

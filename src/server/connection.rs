@@ -1,4 +1,4 @@
-//! One client connection as a small state machine driven by its worker's event loop: read
+//! One client connection as a small state machine driven by the workers' event loop: read
 //! what has arrived, parse and run every complete request in it, and send all their replies
 //! with one write.
 //!
@@ -44,20 +44,13 @@ const OUT_INITIAL: usize = 4096;
 /// have.
 const READ_OUT_OF_MEMORY: &str = "SERVER_ERROR out of memory reading request";
 
-/// A client socket, TCP or UNIX, registered with its worker's poller.
+/// A client socket, TCP or UNIX, registered with the workers' shared poller.
 pub(super) enum Stream {
     Tcp(mio::net::TcpStream),
     Unix(mio::net::UnixStream),
 }
 
 impl Stream {
-    pub(super) fn source(&mut self) -> &mut dyn mio::event::Source {
-        match self {
-            Stream::Tcp(s) => s,
-            Stream::Unix(s) => s,
-        }
-    }
-
     pub(super) fn fd(&self) -> RawFd {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),

@@ -9,6 +9,7 @@ mod connection;
 pub mod http;
 mod secure;
 pub mod shutdown;
+mod table;
 mod worker;
 
 use std::net::SocketAddr;
@@ -22,8 +23,9 @@ use tokio::net::{TcpListener, UnixListener};
 use crate::command::Context;
 use crate::telemetry::ConnInfo;
 use crate::telemetry::conns::state;
-use connection::Stream;
+use connection::{Connection, Stream};
 use shutdown::Shutdown;
+use table::Table;
 
 /// How long shutdown waits for connections to deliver replies already being written.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,6 +36,9 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const TURN_AWAY_MAX: usize = 1024;
 /// What memcached answers a connection over the `-c` limit before closing it.
 const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
+/// Connection slots beyond `-c`: a client may be admitted while the worker closing another
+/// has not yet given its slot back.
+const TABLE_SLACK: usize = 256;
 
 /// A bound listening socket.
 pub enum Listener {
@@ -88,18 +93,30 @@ pub async fn run(listeners: Vec<Listener>, ctx: Arc<Context>, signal: impl Futur
         let shutdown = shutdown.clone();
         Arc::new(move || shutdown.trigger())
     };
-    let mut workers = Vec::new();
+    // Room for every connection `-c` admits, and for those whose close is still under
+    // way when the next is accepted.
+    let table = match Table::new(ctx.config.max_conns.saturating_add(TABLE_SLACK)) {
+        Ok(table) => Arc::new(table),
+        Err(e) => {
+            eprintln!("failed to create the connection poller: {e}");
+            return;
+        }
+    };
+    let shared = worker::Shared {
+        table: table.clone(),
+        ctx: ctx.clone(),
+        stop: stop.clone(),
+        stop_requested: request_stop,
+        running: Arc::new(AtomicUsize::new(0)),
+    };
     let mut threads = Vec::new();
     for index in 0..ctx.config.threads.max(1) {
-        match worker::spawn(index, ctx.clone(), stop.clone(), request_stop.clone()) {
-            Ok((handle, thread)) => {
-                workers.push(handle);
-                threads.push(thread);
-            }
+        match worker::spawn(index, &shared) {
+            Ok(thread) => threads.push(thread),
             Err(e) => eprintln!("failed to start worker thread {index}: {e}"),
         }
     }
-    if workers.is_empty() {
+    if threads.is_empty() {
         return;
     }
     // New certificates when the files change (a Kubernetes Secret update, say).
@@ -114,8 +131,6 @@ pub async fn run(listeners: Vec<Listener>, ctx: Arc<Context>, signal: impl Futur
                 None
             }
         });
-    let workers: Arc<[worker::Handle]> = workers.into();
-    let next = Arc::new(AtomicUsize::new(0));
     let mut accept_tasks = Vec::new();
     for listener in listeners {
         let info = Arc::new(ConnInfo::new(
@@ -129,8 +144,7 @@ pub async fn run(listeners: Vec<Listener>, ctx: Arc<Context>, signal: impl Futur
         let dispatch = Dispatch {
             ctx: ctx.clone(),
             listen_addr: info.addr.clone().into(),
-            workers: workers.clone(),
-            next: next.clone(),
+            table: table.clone(),
         };
         accept_tasks.push(tokio::spawn(accept_loop(listener, dispatch)));
     }
@@ -147,10 +161,8 @@ pub async fn run(listeners: Vec<Listener>, ctx: Arc<Context>, signal: impl Futur
         let _ = task.await;
     }
     stop.store(true, Ordering::Release);
-    for worker in workers.iter() {
-        worker.wake();
-    }
-    // Each worker bounds its own drain by DRAIN_TIMEOUT.
+    // Each stopping worker wakes another; the last one drains, within DRAIN_TIMEOUT.
+    table.wake();
     let _ = tokio::task::spawn_blocking(move || {
         for thread in threads.into_iter().chain(watcher) {
             let _ = thread.join();
@@ -163,9 +175,7 @@ pub async fn run(listeners: Vec<Listener>, ctx: Arc<Context>, signal: impl Futur
 struct Dispatch {
     ctx: Arc<Context>,
     listen_addr: Arc<str>,
-    workers: Arc<[worker::Handle]>,
-    /// Round robin over the workers, shared by all listeners.
-    next: Arc<AtomicUsize>,
+    table: Arc<Table<Connection>>,
 }
 
 async fn accept_loop(listener: Listener, dispatch: Dispatch) {
@@ -239,12 +249,18 @@ impl Dispatch {
             Some(self.listen_addr.clone()),
             ctx.store.time().unix_now(),
         ));
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        if self.workers[index]
-            .send(worker::Accepted { stream, info, tls })
-            .is_err()
-        {
-            // The worker has stopped (shutdown): the connection closes unserved.
+        if ctx.verbosity.load(Ordering::Relaxed) > 1 {
+            eprintln!("<{} new auto-negotiating client connection", info.fd);
+        }
+        // The TLS state itself is made when the client first speaks (`secure.rs`).
+        let tls = ctx.config.tls.clone().filter(|_| tls);
+        ctx.register(info.clone());
+        let fd = stream.fd();
+        let conn = Connection::new(stream, info, tls, ctx.limits());
+        if let Err((conn, e)) = self.table.admit(conn, fd) {
+            eprintln!("failed to register a connection: {e}");
+            ctx.unregister(&conn.info);
+            conn.close(ctx);
             counters.curr_connections.fetch_sub(1, Ordering::Relaxed);
         }
     }

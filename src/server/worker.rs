@@ -1,195 +1,183 @@
-//! Worker threads, memcached's model: `-t` threads, each with its own edge-triggered poller
-//! (epoll) and its own connections, which never move. The accept loop hands each new
-//! connection to the next worker through a channel and a waker.
+//! Worker threads: `-t` threads that wait on the connection table's one poller
+//! ([`super::table`]) and drive whichever connections are ready. A connection belongs to no
+//! thread: each event goes to a waiting worker, which holds the connection only while it
+//! runs the requests that arrived, so one worker taken off its CPU by the scheduler delays
+//! only the few connections in its hands, never every connection it once accepted.
 //!
 //! Why not one tokio task per connection: a task costs its future (1.6 KiB here) plus the
 //! runtime's bookkeeping, so 5,000 idle clients cost 7 KiB each, ten times memcached; and a
 //! work-stealing runtime spends futex wake-ups moving requests between threads. Here an idle
-//! connection costs its [`Connection`] slot and its [`ConnInfo`], and a request is one
+//! connection costs its [`Connection`], its slot and its [`ConnInfo`], and a request is one
 //! `epoll_wait` (shared by every connection ready at once), one `read` and one `send`.
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token, Waker};
-use slab::Slab;
-
 use super::DRAIN_TIMEOUT;
-use super::connection::{Connection, Env, Next, Stream};
+use super::connection::{Connection, Env, Next};
+use super::table::{Held, Release, Table, WAKE_KEY};
 use crate::command::Context;
-use crate::protocol::Limits;
+use crate::telemetry::Closed;
 use crate::telemetry::latency::LocalLatency;
-use crate::telemetry::{Closed, ConnInfo};
 
-const WAKER: Token = Token(usize::MAX);
-/// Events taken per `epoll_wait`.
-const EVENTS: usize = 256;
+/// Events taken per `epoll_wait`: the most connections a worker holds at once (besides
+/// those it lets run again after a `-R` yield). Few, so that a worker that loses its CPU
+/// mid-batch holds up few connections; the others' events go to the other workers.
+const EVENTS: usize = 16;
+/// The longest a worker runs without sleeping before it lets other runnable threads of
+/// this CPU go first (`sched_yield`, which returns at once when there are none). The kernel
+/// preempts a thread that never sleeps only at its tick (4 ms at `HZ=250`), and a busy
+/// worker always finds another ready connection, so without this a thread it competes
+/// with (a client on the same machine, another pod's process, the other worker) waits
+/// whole ticks: that was memcrab's p99 (BENCHMARKS.md, "Tail latency").
+const QUANTUM: Duration = Duration::from_micros(250);
+/// An `epoll_wait` that took this long put the thread to sleep (a call that finds events
+/// returns in a microsecond or two).
+const SLEPT: Duration = Duration::from_micros(30);
 /// How often the idle-timeout sweep runs (when `-o idle_timeout` is set).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-/// How often a draining worker checks whether its last replies have been delivered.
-const DRAIN_POLL: Duration = Duration::from_millis(10);
+/// How often the drain checks whether the last replies have been delivered.
+const DRAIN_POLL_MS: i32 = 10;
 
-/// A connection accepted for a worker.
-pub(super) struct Accepted {
-    pub stream: Stream,
-    pub info: Arc<ConnInfo>,
-    /// It came from a TLS listener.
-    pub tls: bool,
+/// What every worker shares.
+pub(super) struct Shared {
+    pub table: Arc<Table<Connection>>,
+    pub ctx: Arc<Context>,
+    /// Ends the workers' loops (after [`Table::wake`]).
+    pub stop: Arc<AtomicBool>,
+    /// Called when a client's `shutdown` asks the whole server to stop.
+    pub stop_requested: Arc<dyn Fn() + Send + Sync>,
+    /// Workers still serving: the last one to stop drains the connections.
+    pub running: Arc<AtomicUsize>,
 }
 
-/// The accept loop's end of one worker.
-pub(super) struct Handle {
-    tx: mpsc::Sender<Accepted>,
-    waker: Waker,
-}
-
-impl Handle {
-    /// Hands a connection to the worker. Fails only if the worker has exited.
-    pub(super) fn send(&self, conn: Accepted) -> Result<(), Accepted> {
-        self.tx.send(conn).map_err(|e| e.0)?;
-        let _ = self.waker.wake();
-        Ok(())
-    }
-
-    pub(super) fn wake(&self) {
-        let _ = self.waker.wake();
-    }
-}
-
-/// Starts worker `index`. `stop` ends its loop (after waking it); `stop_requested` is set
-/// when a client's `shutdown` asks the whole server to stop.
-pub(super) fn spawn(
-    index: usize,
-    ctx: Arc<Context>,
-    stop: Arc<AtomicBool>,
-    stop_requested: Arc<dyn Fn() + Send + Sync>,
-) -> io::Result<(Handle, std::thread::JoinHandle<()>)> {
-    let poll = Poll::new()?;
-    let waker = Waker::new(poll.registry(), WAKER)?;
-    let (tx, rx) = mpsc::channel();
+/// Starts worker `index`.
+pub(super) fn spawn(index: usize, shared: &Shared) -> io::Result<std::thread::JoinHandle<()>> {
+    let ctx = shared.ctx.clone();
     let worker = Worker {
-        poll,
-        rx,
-        conns: Slab::new(),
+        index,
+        table: shared.table.clone(),
         yielded: Vec::new(),
         latency: LocalLatency::default(),
-        limits: ctx.limits(),
         measure: ctx.config.metrics_port != 0,
         ctx,
-        stop,
-        stop_requested,
+        stop: shared.stop.clone(),
+        stop_requested: shared.stop_requested.clone(),
+        running: shared.running.clone(),
     };
-    let thread = std::thread::Builder::new()
+    shared.running.fetch_add(1, Ordering::AcqRel);
+    std::thread::Builder::new()
         .name(format!("memcrab-worker-{index}"))
-        .spawn(move || worker.run())?;
-    Ok((Handle { tx, waker }, thread))
+        .spawn(move || worker.run())
+        .inspect_err(|_| {
+            shared.running.fetch_sub(1, Ordering::AcqRel);
+        })
 }
 
 struct Worker {
-    poll: Poll,
-    rx: mpsc::Receiver<Accepted>,
-    conns: Slab<Connection>,
-    /// Connections that ran `-R` requests in a row and have more buffered.
-    yielded: Vec<usize>,
+    index: usize,
+    table: Arc<Table<Connection>>,
+    /// Connections held to run again after this batch: they ran `-R` requests in a row and
+    /// have more buffered, or events came for them while they ran.
+    yielded: Vec<Held>,
     /// Request latencies of this thread, added to the shared histogram once per loop.
     latency: LocalLatency,
-    limits: Limits,
     measure: bool,
     ctx: Arc<Context>,
     stop: Arc<AtomicBool>,
     stop_requested: Arc<dyn Fn() + Send + Sync>,
+    running: Arc<AtomicUsize>,
+}
+
+/// What an epoll event says of a socket: (readable, read-closed), as mio reads them.
+fn readiness(flags: u32) -> (bool, bool) {
+    let has = |bit: i32| flags & bit as u32 != 0;
+    let closed = has(libc::EPOLLHUP) || (has(libc::EPOLLIN) && has(libc::EPOLLRDHUP));
+    let read = has(libc::EPOLLIN) || has(libc::EPOLLPRI) || has(libc::EPOLLERR) || closed;
+    (read, closed)
 }
 
 impl Worker {
     fn run(mut self) {
-        let mut events = Events::with_capacity(EVENTS);
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
         let idle_timeout = self.ctx.config.idle_timeout;
+        // One worker is enough to sweep the shared table.
+        let sweeps = idle_timeout > 0 && self.index == 0;
         let mut last_sweep = Instant::now();
+        // When this thread last slept (or gave its CPU away).
+        let mut busy_since = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             let timeout = if !self.yielded.is_empty() {
-                Some(Duration::ZERO)
-            } else if idle_timeout > 0 {
-                Some(SWEEP_EVERY)
+                0
+            } else if sweeps {
+                SWEEP_EVERY.as_millis() as i32
             } else {
-                None
+                -1
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                eprintln!("worker poll failed: {e}");
-                break;
-            }
-            for event in events.iter() {
-                match event.token() {
-                    WAKER => self.admit(),
-                    Token(key) => {
-                        if (event.is_readable() || event.is_read_closed() || event.is_error())
-                            && let Some(conn) = self.conns.get_mut(key)
-                        {
-                            conn.readable(event.is_read_closed());
-                        }
-                        self.drive(key, false);
+            let before = Instant::now();
+            let n = match self.table.wait(&mut events, timeout) {
+                Ok(n) => {
+                    let after = Instant::now();
+                    if n == 0 || after - before >= SLEPT {
+                        busy_since = after;
                     }
+                    n
                 }
+                Err(e) => {
+                    eprintln!("worker poll failed: {e}");
+                    break;
+                }
+            };
+            for event in &events[..n] {
+                self.on_event(*event, false);
             }
-            for key in std::mem::take(&mut self.yielded) {
-                self.drive(key, false);
+            for held in std::mem::take(&mut self.yielded) {
+                self.drive(held, false);
             }
             self.latency.flush_into(&self.ctx.latency);
-            if idle_timeout > 0 && last_sweep.elapsed() >= SWEEP_EVERY {
+            if busy_since.elapsed() >= QUANTUM {
+                // SAFETY: no arguments; it only reschedules this thread.
+                unsafe { libc::sched_yield() };
+                busy_since = Instant::now();
+            }
+            if sweeps && last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
                 self.close_idle(idle_timeout);
             }
         }
-        self.drain(&mut events);
-    }
-
-    /// Registers the connections the accept loop sent.
-    fn admit(&mut self) {
-        while let Ok(Accepted {
-            mut stream,
-            info,
-            tls,
-        }) = self.rx.try_recv()
-        {
-            // The TLS state itself is made when the client first speaks (`secure.rs`).
-            let tls = self.ctx.config.tls.clone().filter(|_| tls);
-            let entry = self.conns.vacant_entry();
-            let token = Token(entry.key());
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            if let Err(e) = self
-                .poll
-                .registry()
-                .register(stream.source(), token, interest)
-            {
-                eprintln!("failed to register a connection: {e}");
-                self.ctx
-                    .counters
-                    .curr_connections
-                    .fetch_sub(1, Ordering::Relaxed);
-                continue;
-            }
-            if self.ctx.verbosity.load(Ordering::Relaxed) > 1 {
-                eprintln!("<{} new auto-negotiating client connection", info.fd);
-            }
-            self.ctx.register(info.clone());
-            entry.insert(Connection::new(stream, info, tls, self.limits));
-            // Data may have arrived before registration; the first drive reads it.
-            self.drive(token.0, false);
+        // Pass the stop on to a worker still waiting, and let go of what this one holds.
+        self.table.wake();
+        for held in std::mem::take(&mut self.yielded) {
+            self.let_go(held);
+        }
+        self.latency.flush_into(&self.ctx.latency);
+        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.drain(&mut events);
         }
     }
 
-    /// Runs connection `key` (if it is still open) until it would block, then acts on what
-    /// it waits for next.
-    fn drive(&mut self, key: usize, draining: bool) {
-        let mut stop_requested = false;
-        let Some(conn) = self.conns.get_mut(key) else {
+    /// Drives the connection an event names, unless another worker holds it (which then
+    /// runs it again) or it has closed. The stop's wake-up is checked by the loop.
+    fn on_event(&mut self, event: libc::epoll_event, draining: bool) {
+        let (flags, key) = (event.events, event.u64);
+        if key == WAKE_KEY {
             return;
-        };
+        }
+        let (read, closed) = readiness(flags);
+        if let Some(mut held) = self.table.claim(key, read, closed) {
+            if read {
+                self.table.conn(&mut held).readable(closed);
+            }
+            self.drive(held, draining);
+        }
+    }
+
+    /// Runs a held connection until it would block, then acts on what it waits for next.
+    fn drive(&mut self, mut held: Held, draining: bool) {
+        let mut stop_requested = false;
+        let conn = self.table.conn(&mut held);
         let mut env = Env {
             ctx: &self.ctx,
             latency: &mut self.latency,
@@ -203,22 +191,50 @@ impl Worker {
             (self.stop_requested)();
         }
         match next {
-            Next::Read | Next::Write => {}
-            Next::Yield => self.yielded.push(key),
-            Next::Close(why) => self.close(key, why),
+            Next::Read | Next::Write => self.settle(held),
+            Next::Yield => self.yielded.push(held),
+            Next::Close(why) => self.close(held, why),
         }
     }
 
-    fn close(&mut self, key: usize, why: Closed) {
-        let Some(conn) = self.conns.try_remove(key) else {
-            return;
-        };
+    /// Lets go of a connection, or, if events came for it meanwhile, keeps it to run again
+    /// after this batch.
+    fn settle(&mut self, held: Held) {
+        if let Release::Again {
+            mut held,
+            read,
+            closed,
+        } = self.table.release(held)
+        {
+            if read {
+                self.table.conn(&mut held).readable(closed);
+            }
+            self.yielded.push(held);
+        }
+    }
+
+    /// Lets go of a connection for good (this worker is stopping): whatever came for it is
+    /// left to the drain, which drives every connection.
+    fn let_go(&self, mut held: Held) {
+        while let Release::Again {
+            held: again, read, ..
+        } = self.table.release(held)
+        {
+            held = again;
+            if read {
+                self.table.conn(&mut held).readable(false);
+            }
+        }
+    }
+
+    fn close(&mut self, held: Held, why: Closed) {
+        let conn = self.table.remove(held);
         self.ctx.counters.closed[why as usize].fetch_add(1, Ordering::Relaxed);
         if self.ctx.verbosity.load(Ordering::Relaxed) > 1 {
             eprintln!("<{} connection closed.", conn.info.fd);
         }
         self.ctx.unregister(&conn.info);
-        conn.close(&self.ctx);
+        Connection::close(*conn, &self.ctx);
         self.ctx
             .counters
             .curr_connections
@@ -228,81 +244,77 @@ impl Worker {
     /// `-o idle_timeout`: closes connections with no command for that many seconds.
     fn close_idle(&mut self, idle_timeout: u64) {
         let now = self.ctx.store.time().unix_now();
-        let idle: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                // A TLS handshake the client stalls counts as idle, even with the server's
-                // flight unread.
-                (!c.has_unsent() || c.handshaking())
-                    && now.saturating_sub(c.info.last_cmd.load(Ordering::Relaxed)) >= idle_timeout
-            })
-            .map(|(key, _)| key)
-            .collect();
-        for key in idle {
-            self.ctx.counters.idle_kicks.fetch_add(1, Ordering::Relaxed);
-            self.close(key, Closed::IdleTimeout);
+        for key in self.table.keys() {
+            // A connection some worker holds is not idle.
+            let Some(mut held) = self.table.try_claim(key) else {
+                continue;
+            };
+            let c = self.table.conn(&mut held);
+            // A TLS handshake the client stalls counts as idle, even with the server's
+            // flight unread.
+            let idle = (!c.has_unsent() || c.handshaking())
+                && now.saturating_sub(c.info.last_cmd.load(Ordering::Relaxed)) >= idle_timeout;
+            if idle {
+                self.ctx.counters.idle_kicks.fetch_add(1, Ordering::Relaxed);
+                self.close(held, Closed::IdleTimeout);
+            } else {
+                self.settle(held);
+            }
         }
     }
 
-    /// Shutdown: idle connections close now; replies being written are finished (requests
-    /// already received still run, nothing new is read) and delivered, within the drain
-    /// timeout, so that exiting does not cut off a reply a slow client is still reading (a
-    /// container's network goes away with the process).
-    fn drain(&mut self, events: &mut Events) {
+    /// Shutdown, run by the last worker to stop, alone with the table: idle connections
+    /// close now; replies being written are finished (requests already received still run,
+    /// nothing new is read) and delivered, within the drain timeout, so that exiting does not
+    /// cut off a reply a slow client is still reading (a container's network goes away with
+    /// the process).
+    fn drain(&mut self, events: &mut [libc::epoll_event]) {
         let deadline = Instant::now() + DRAIN_TIMEOUT;
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            self.drive(key, true);
+        for key in self.table.keys() {
+            if let Some(held) = self.table.try_claim(key) {
+                self.drive(held, true);
+            }
         }
         loop {
-            for key in std::mem::take(&mut self.yielded) {
-                self.drive(key, true);
+            for held in std::mem::take(&mut self.yielded) {
+                self.drive(held, true);
             }
             self.latency.flush_into(&self.ctx.latency);
-            let done: Vec<usize> = self
-                .conns
-                .iter()
-                .filter(|(key, c)| {
-                    !c.has_unsent() && !self.yielded.contains(key) && c.unacknowledged() == 0
-                })
-                .map(|(key, _)| key)
-                .collect();
-            for key in done {
-                self.close(key, Closed::Shutdown);
+            // Connections run again after this pass are held, so `try_claim` skips them.
+            for key in self.table.keys() {
+                let Some(mut held) = self.table.try_claim(key) else {
+                    continue;
+                };
+                let c = self.table.conn(&mut held);
+                if !c.has_unsent() && c.unacknowledged() == 0 {
+                    self.close(held, Closed::Shutdown);
+                } else {
+                    self.let_go(held);
+                }
             }
-            if self.conns.is_empty() || Instant::now() >= deadline {
+            let open = self.table.keys();
+            if open.is_empty() || Instant::now() >= deadline {
                 break;
             }
             let wait = if self.yielded.is_empty() {
-                DRAIN_POLL
+                DRAIN_POLL_MS
             } else {
-                Duration::ZERO
+                0
             };
-            if let Err(e) = self.poll.poll(events, Some(wait))
-                && e.kind() != io::ErrorKind::Interrupted
-            {
+            let Ok(n) = self.table.wait(events, wait) else {
                 break;
-            }
-            let ready: Vec<usize> = events
-                .iter()
-                .filter(|e| e.token() != WAKER)
-                .map(|e| e.token().0)
-                .collect();
-            for key in ready {
-                self.drive(key, true);
+            };
+            for event in &events[..n] {
+                self.on_event(*event, true);
             }
         }
-        let rest: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in rest {
-            self.close(key, Closed::Shutdown);
+        for held in std::mem::take(&mut self.yielded) {
+            self.close(held, Closed::Shutdown);
         }
-        // Connections handed over after the stop are closed unserved.
-        while let Ok(Accepted { .. }) = self.rx.try_recv() {
-            self.ctx
-                .counters
-                .curr_connections
-                .fetch_sub(1, Ordering::Relaxed);
+        for key in self.table.keys() {
+            if let Some(held) = self.table.try_claim(key) {
+                self.close(held, Closed::Shutdown);
+            }
         }
     }
 }

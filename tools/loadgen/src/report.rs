@@ -137,16 +137,25 @@ fn print_levels(runs: &Runs) {
         return;
     };
     // The columns, from the first load's metrics: (heading, name at each load).
+    let at = format!(" at {pct0}%");
     let cols: Vec<(&str, Vec<String>)> = first
         .iter()
         .filter_map(|x| x.level.filter(|l| l.pct == pct0).map(|l| (x, l.head)))
         .map(|(x, head)| {
-            let at = format!(" at {pct0}%");
             let names = loads
                 .iter()
                 .map(|p| x.name.replacen(&at, &format!(" at {p}%"), 1))
                 .collect();
             (head, names)
+        })
+        .collect();
+    // What a heading stands for, where it is not the metric's name.
+    let legend: Vec<String> = cols
+        .iter()
+        .filter_map(|(head, names)| {
+            let name = names[0].replacen(&at, "", 1);
+            let bare = name.trim_end_matches(" (us)");
+            (bare != *head).then(|| format!("{head} = {bare}"))
         })
         .collect();
     let widths: Vec<usize> = cols.iter().map(|(h, _)| h.len().max(7)).collect();
@@ -182,6 +191,9 @@ fn print_levels(runs: &Runs) {
             let _ = write!(row, "  {:>w$}", ratio_of(c[0], c[1]));
         }
         println!("{row}");
+    }
+    if !legend.is_empty() {
+        println!("  ({})", legend.join("; "));
     }
 }
 

@@ -75,7 +75,12 @@ pub const COLUMNS: [(&str, &str, &str, Better); 13] = [
         "own rq/req",
         Better::Neither,
     ),
-    ("send lag p50", " (us)", "lag p50", Better::Neither),
+    (
+        "send lag (the client's lateness, part of the latency) p50",
+        " (us)",
+        "lag p50",
+        Better::Neither,
+    ),
     ("send lag p99", " (us)", "lag p99", Better::Neither),
 ];
 

@@ -51,6 +51,23 @@ const STALL: Duration = Duration::from_secs(10);
 /// After the last arrival of a load, how long the replies may take to come in, in all.
 const DRAIN: Duration = Duration::from_secs(30);
 
+/// A client thread that finds it has not run for this long (its poll waits 100 ms at most)
+/// was stopped (SIGSTOP, as a script pausing "other" processes sends) or starved: its
+/// requests went out late or all at once, and the load's figures are void.
+const STOPPED: Duration = Duration::from_secs(1);
+
+fn stopped(gap_ns: u64) -> String {
+    format!(
+        "the load generator did not run for {:.1} s (stopped by a signal, or starved of CPU): \
+         this load's figures would be void",
+        gap_ns as f64 / 1e9
+    )
+}
+
+/// How long the preload may take in all (each of its reads has its own 10 s timeout, which
+/// a server that answers every batch late but within it would never trip).
+const PRELOAD_LIMIT: Duration = Duration::from_secs(60);
+
 /// The figures of each offered load, in the order of the tables: the metric's name (before
 /// " at P%"), its unit (after it), its column heading and which way is better.
 pub const COLUMNS: [(&str, &str, &str, Better); 13] = [
@@ -170,7 +187,25 @@ pub fn run_open(
 ) -> Res<Vec<Metric>> {
     let capacity = run.capacity.rate().ok_or("the capacity is not known")?;
     let pool = Arc::new(value_pool());
-    rt.block_on(preload(server, run.keys, run.value_len, &pool))?;
+    let t0 = now_ns();
+    rt.block_on(async {
+        tokio::time::timeout(
+            PRELOAD_LIMIT,
+            preload(server, run.keys, run.value_len, &pool),
+        )
+        .await
+    })
+    .map_err(|_| format!("the preload took more than {PRELOAD_LIMIT:?}"))??;
+    let preloaded = now_ns();
+    // When a load fails: how long the preload and the loads before took (a server that
+    // answers late but within every timeout shows there).
+    let timing = || {
+        format!(
+            "{:.1} s into the run, the preload took {:.1} s",
+            (now_ns() - t0) as f64 / 1e9,
+            (preloaded - t0) as f64 / 1e9
+        )
+    };
     let clients = Clients::start(server.port, run, conns, threads, pool)?;
     let mut out = Vec::new();
     for (i, &pct) in run.levels.iter().enumerate() {
@@ -189,9 +224,13 @@ pub fn run_open(
         let (server0, own0) = (server.sched()?, SchedSnapshot::take("self")?);
         sleep_until(level.end);
         let (server1, own1) = (server.sched()?, SchedSnapshot::take("self")?);
+        let late = now_ns().saturating_sub(level.end);
+        if late > STOPPED.as_nanos() as u64 {
+            return Err(format!("at {pct}%: {}", stopped(late)));
+        }
         let stats = clients
             .finish(level)
-            .map_err(|e| format!("at {pct}% ({rate:.0} req/s): {e}"))?;
+            .map_err(|e| format!("at {pct}% ({rate:.0} req/s; {}): {e}", timing()))?;
         let window = (level.end - level.measure_from) as f64 / 1e9;
         out.extend(level_metrics(
             pct,
@@ -635,8 +674,13 @@ impl Worker {
         let mut next = arrivals.next_ns();
         let mut armed = 0;
         let drain_limit = plan.end + DRAIN.as_nanos() as u64;
+        let mut last = now_ns();
         loop {
             let mut now = now_ns();
+            if now - last > STOPPED.as_nanos() as u64 {
+                return Err(stopped(now - last));
+            }
+            last = now;
             // Every request due by now, each with its own due time.
             while next <= now && next < plan.end {
                 self.send(next, &plan, &mut st)?;
@@ -648,9 +692,20 @@ impl Worker {
                 return Ok(st);
             }
             if now > drain_limit {
-                let left: usize = self.conns.iter().map(|c| c.waiting.len()).sum();
+                let stuck: Vec<&OpenConn> = (self.conns.iter())
+                    .filter(|c| !c.waiting.is_empty())
+                    .collect();
+                let left: usize = stuck.iter().map(|c| c.waiting.len()).sum();
+                let oldest = stuck
+                    .iter()
+                    .filter_map(|c| c.waiting.front())
+                    .map(|p| p.due);
                 return Err(format!(
-                    "{left} replies still missing {DRAIN:?} after the last request was due"
+                    "{left} replies still missing {DRAIN:?} after the last request was due, on \
+                     {} of {} connections (the oldest due {:.1} s before)",
+                    stuck.len(),
+                    self.conns.len(),
+                    now.saturating_sub(oldest.min().unwrap_or(now)) as f64 / 1e9
                 ));
             }
             if let Some((i, c)) = self.conns.iter().enumerate().find(|(_, c)| {

@@ -38,8 +38,9 @@
 //! by a count or a deadline, and every read by a timeout.
 //!
 //! To add a workload: add a variant to [`workload::Kind`] (or reuse one with new
-//! parameters), an entry in [`workload::workloads`], and a branch in [`run_once`] returning
-//! its [`workload::Metric`]s.
+//! parameters), an entry in [`workload::workloads`], and a branch in [`run_async`] returning
+//! its [`workload::Metric`]s (in [`run_once`] for a workload with a client of its own, as
+//! get-set-open's threads).
 
 mod charts;
 mod machine;

@@ -1,9 +1,9 @@
 //! The connection table and the one poller every worker waits on.
 //!
 //! Each client socket is registered, edge-triggered, in a single epoll instance shared by
-//! the `-t` worker threads, and its [`Connection`] lives in a slot of this table. An event
-//! goes to whichever worker is waiting (the kernel wakes one waiter per event), and that
-//! worker drives the connection. So a connection is never stuck behind a worker that the
+//! the `-t` worker threads, and its [`Connection`](super::connection::Connection) lives in a
+//! slot of this table. An event goes to whichever worker is waiting (the kernel wakes one
+//! waiter per event), and that worker drives the connection. So a connection is never stuck behind a worker that the
 //! scheduler has taken off its CPU while another worker could serve it: on a busy machine a
 //! preempted thread waits for the next scheduler tick (4 ms at `HZ=250`), and with
 //! connections bound to threads, as memcached binds them, every connection of that thread

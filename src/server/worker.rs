@@ -7,7 +7,8 @@
 //! Why not one tokio task per connection: a task costs its future (1.6 KiB here) plus the
 //! runtime's bookkeeping, so 5,000 idle clients cost 7 KiB each, ten times memcached; and a
 //! work-stealing runtime spends futex wake-ups moving requests between threads. Here an idle
-//! connection costs its [`Connection`], its slot and its [`ConnInfo`], and a request is one
+//! connection costs its [`Connection`], its slot and its
+//! [`ConnInfo`](crate::telemetry::ConnInfo), and a request is one
 //! `epoll_wait` (shared by every connection ready at once), one `read` and one `send`.
 
 use std::io;

@@ -4,7 +4,8 @@
 //! Fills a store (4 shards, 1 GiB) with `N` small items (default 1 million), then times
 //! every slice of a key dump (`Store::dump_slice`, 64 items, as `lru_crawler metadump` runs
 //! it, formatting included) and of a crawl (`Store::reap` with 1,000 items a shard, as
-//! `lru_crawler crawl` runs it), each slice being one lock hold, and prints the slowest, in
+//! `lru_crawler crawl` runs it) and of the reaper's steps through an unfinished growth of
+//! the key index (`Store::grow_step`), each slice being one lock hold, and prints the slowest, in
 //! the thread's CPU time (the work done under the lock, whatever else the machine runs) and
 //! in wall time (which includes being preempted, on a busy machine).
 
@@ -69,10 +70,39 @@ fn main() {
         crawl.push(t.elapsed() / shards as u32);
         crawl_cpu.push((thread_cpu() - cpu) / shards as u32);
     }
+    // The reaper while the index grows: set more items until a growth of some shard's index
+    // is under way, then move it on a step at a time, as the reaper does, until every growth
+    // is done.
+    let mut extra = 0;
+    while store.stats().index_expanding == 0 && extra < items {
+        for _ in 0..1000 {
+            let key = format!("more:{extra:012}");
+            let _ = store.store(Mode::Set, key.as_bytes(), b"a value of 24 bytes here", 0, 0);
+            extra += 1;
+        }
+    }
+    let (mut grow, mut grow_cpu) = (Vec::new(), Vec::new());
+    while store.stats().index_expanding > 0 && grow.len() < 100_000 {
+        let (t, cpu) = (Instant::now(), thread_cpu());
+        store.grow_step();
+        // One hold per shard, as in a crawl: the mean hold.
+        grow.push(t.elapsed() / shards as u32);
+        grow_cpu.push((thread_cpu() - cpu) / shards as u32);
+    }
     report("dump slice (64 items), CPU", &mut dump_cpu);
     report("dump slice (64 items), wall", &mut dump);
     report("crawl slice (1,000 items a shard), CPU", &mut crawl_cpu);
     report("crawl slice (1,000 items a shard), wall", &mut crawl);
+    if !grow.is_empty() {
+        report(
+            "growth step (the reaper's, while an index grows), CPU",
+            &mut grow_cpu,
+        );
+        report(
+            "growth step (the reaper's, while an index grows), wall",
+            &mut grow,
+        );
+    }
 }
 
 /// This thread's CPU time.

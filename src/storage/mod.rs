@@ -117,6 +117,9 @@ impl Default for StoreConfig {
 const SHARDS_PER_THREAD: usize = 1;
 /// Every shard should own at least this many segments, so FIFO eviction stays fine-grained.
 const MIN_SEGMENTS_PER_SHARD: usize = 8;
+/// Steps of an unfinished index growth one reaper pass moves per shard, each in a hold of
+/// its own: 1,024 groups a pass, about 7,000 entries.
+const REAP_GROW_STEPS: usize = 8;
 
 impl StoreConfig {
     /// A power of two from the thread count, lowered so that small `-m` values still give
@@ -427,9 +430,28 @@ impl Store {
     /// One pass of the background reaper over every shard, `budget` items per shard.
     /// Returns the items checked.
     pub fn reap(&self, budget: usize) -> usize {
+        let ctx = self.ctx();
         let mut checked = 0;
-        self.each_shard(|_, shard, ctx| checked += shard.reap(ctx, budget));
+        for shard in self.shards.iter() {
+            // A growth of the index that inserts left unfinished moves on too, so that the
+            // old table does not linger: a few short holds, not one long one, since every
+            // request on the shard waits for each.
+            for _ in 0..REAP_GROW_STEPS {
+                if !shard.lock().grow_step(&ctx) {
+                    break;
+                }
+            }
+            checked += shard.lock().reap(&ctx, budget);
+        }
         checked
+    }
+
+    /// Moves each unfinished growth of a shard's index on by one step, one lock hold per
+    /// shard (as [`Store::reap`] does); whether any growth remains.
+    pub fn grow_step(&self) -> bool {
+        let mut left = false;
+        self.each_shard(|_, shard, ctx| left |= shard.grow_step(ctx));
+        left
     }
 
     /// Changes `-m` at runtime (`cache_memlimit`); shards give memory back as they write.

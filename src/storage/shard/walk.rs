@@ -6,9 +6,10 @@ use crate::storage::item::{DEAD, ItemRef};
 
 use super::{Ctx, Shard, Unlink, Validity, hash_at, loc};
 
-/// Index groups the reaper moves per run while a growth is under way (about 7,000 entries,
-/// well under a millisecond of the shard's lock).
-const REAP_MOVE_GROUPS: usize = 1024;
+/// Index groups one step of an unfinished growth moves, in one hold of the shard's lock
+/// (about 900 entries: tens of microseconds; the reaper takes several steps per run, each
+/// under its own hold, see [`crate::storage::Store::reap`]).
+const GROW_STEP_GROUPS: usize = 128;
 
 /// Where the reaper resumes.
 #[derive(Default)]
@@ -31,14 +32,21 @@ pub(crate) struct DumpPos {
 }
 
 impl Shard {
-    /// Checks up to `budget` items for expiry, unlinking the dead ones; frees segments left
-    /// with no live item. Returns the number of items checked. Also moves on a growth of the
-    /// index that inserts left unfinished, so that the old table does not linger.
-    pub(crate) fn reap(&mut self, ctx: &Ctx<'_>, budget: usize) -> usize {
+    /// Moves an unfinished growth of the index on by one step; whether one remains.
+    pub(crate) fn grow_step(&mut self, ctx: &Ctx<'_>) -> bool {
+        if !self.index.expanding() {
+            return false;
+        }
         let (segs, large) = (&self.segs, &self.large);
         self.index
-            .migrate(REAP_MOVE_GROUPS, &|l| hash_at(ctx, segs, large, l));
+            .migrate(GROW_STEP_GROUPS, &|l| hash_at(ctx, segs, large, l));
         self.charge_index(ctx);
+        self.index.expanding()
+    }
+
+    /// Checks up to `budget` items for expiry, unlinking the dead ones; frees segments left
+    /// with no live item. Returns the number of items checked.
+    pub(crate) fn reap(&mut self, ctx: &Ctx<'_>, budget: usize) -> usize {
         let mut checked = 0;
         while checked < budget {
             // Both queues, main then probation, as one sequence of positions.

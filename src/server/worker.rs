@@ -32,8 +32,11 @@ const EVENTS: usize = 16;
 /// preempts a thread that never sleeps only at its tick (4 ms at `HZ=250`), and a busy
 /// worker always finds another ready connection, so without this a thread it competes
 /// with (a client on the same machine, another pod's process, the other worker) waits
-/// whole ticks: that was memcrab's p99 (BENCHMARKS.md, "Tail latency").
-const QUANTUM: Duration = Duration::from_micros(250);
+/// whole ticks: that was memcrab's closed-loop p99 (BENCHMARKS.md, "Tail latency"). A
+/// quarter of a tick: 250 us served the closed loop as well, but under a steady open load
+/// its yields (1,500 a second at half load) made the yielding worker's requests wait out
+/// the other thread's turn, and the half-load p99 went to 1.4-1.8x memcached's.
+const QUANTUM: Duration = Duration::from_millis(1);
 /// An `epoll_wait` that took this long put the thread to sleep (a call that finds events
 /// returns in a microsecond or two).
 const SLEPT: Duration = Duration::from_micros(30);

@@ -34,5 +34,5 @@ fuzz_target!(|data: &[u8]| {
     assert!(store.len() as u64 <= report.items);
     // Still a working store.
     assert!(store.store(Mode::Set, b"after", b"restore", 0, 0).is_ok());
-    assert!(store.get(b"after", None, |it| it.value == b"restore").unwrap_or(false));
+    assert!(store.get(b"after", None, |it| it.value.to_vec() == b"restore").unwrap_or(false));
 });

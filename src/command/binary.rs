@@ -164,7 +164,9 @@ impl Context {
             if with_key {
                 out.extend_from_slice(it.key);
             }
-            out.extend_from_slice(it.value);
+            for part in it.value.parts() {
+                out.extend_from_slice(part);
+            }
         });
         if touch.is_none() {
             self.detail(key, dump::DetailOp::Get { hit: hit.is_some() });

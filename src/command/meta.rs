@@ -156,7 +156,9 @@ impl Context {
             }
             out.extend_from_slice(b"\r\n");
             if send_value {
-                out.extend_from_slice(it.value);
+                for part in it.value.parts() {
+                    out.extend_from_slice(part);
+                }
                 out.extend_from_slice(b"\r\n");
             }
         });

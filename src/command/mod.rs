@@ -321,7 +321,9 @@ impl Context {
                     out.extend_from_slice(num.format(it.cas).as_bytes());
                 }
                 out.extend_from_slice(b"\r\n");
-                out.extend_from_slice(it.value);
+                for part in it.value.parts() {
+                    out.extend_from_slice(part);
+                }
                 out.extend_from_slice(b"\r\n");
             });
             match admit {

@@ -16,6 +16,10 @@
 //! The fields that change in place (bits, times, CAS) come first at fixed offsets; the
 //! variable ones never change after the item is written. Integers are little-endian and read
 //! with `from_le_bytes`, so no field needs alignment and items are packed back to back.
+//!
+//! A large item lies in two pieces: its *head* (the header, the key and the first bytes of
+//! the value) and its *rest* (the value's last bytes, whole pages mapped on their own). So
+//! [`ItemRef::value`] is a [`Value`] of up to two parts.
 
 /// Bytes of fixed header before the value length.
 const FIXED_LEN: usize = 18;
@@ -147,7 +151,14 @@ impl NewItem<'_> {
 
     /// Writes the item at the start of `dst`, which must be `total_len()` bytes long.
     pub fn write(&self, dst: &mut [u8]) {
-        debug_assert_eq!(dst.len(), self.total_len());
+        self.write_split(dst, &mut []);
+    }
+
+    /// Writes the item in two pieces: `head` (header, key, the value's first bytes) and
+    /// `rest` (the value's last `rest.len()` bytes); together `total_len()` bytes.
+    pub fn write_split(&self, head: &mut [u8], rest: &mut [u8]) {
+        debug_assert_eq!(head.len() + rest.len(), self.total_len());
+        let dst = head;
         dst[KEY_LEN] = u8::try_from(self.key.len()).expect("keys are at most 250 bytes");
         let has_flags = if self.flags == 0 { 0 } else { HAS_FLAGS };
         dst[BITS] = (self.bits & !HAS_FLAGS) | has_flags;
@@ -161,9 +172,69 @@ impl NewItem<'_> {
         }
         dst[at..at + self.key.len()].copy_from_slice(self.key);
         at += self.key.len();
-        for part in self.value {
-            dst[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
+        copy_parts(&self.value, [&mut dst[at..], rest]);
+    }
+}
+
+/// Copies the bytes of `from`'s parts, in order, over the bytes of `to`'s parts, in order
+/// (both the same length in all).
+fn copy_parts(from: &[&[u8]], to: [&mut [u8]; 2]) {
+    let mut to = to.into_iter().filter(|d| !d.is_empty());
+    let mut dst: &mut [u8] = to.next().unwrap_or_default();
+    for mut part in from.iter().copied() {
+        while !part.is_empty() {
+            if dst.is_empty() {
+                dst = to.next().expect("as many bytes to write as room");
+            }
+            let n = part.len().min(dst.len());
+            dst[..n].copy_from_slice(&part[..n]);
+            part = &part[n..];
+            dst = &mut std::mem::take(&mut dst)[n..];
+        }
+    }
+    debug_assert!(dst.is_empty() && to.next().is_none());
+}
+
+/// An item's value: its bytes in the head, then its rest (empty unless the item is large).
+#[derive(Clone, Copy, Debug)]
+pub struct Value<'a> {
+    head: &'a [u8],
+    rest: &'a [u8],
+}
+
+impl<'a> Value<'a> {
+    /// A value in one piece.
+    pub fn whole(bytes: &'a [u8]) -> Self {
+        Value {
+            head: bytes,
+            rest: &[],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.rest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, in order, in two slices (the second empty unless the item is large).
+    pub fn parts(&self) -> [&'a [u8]; 2] {
+        [self.head, self.rest]
+    }
+
+    /// The bytes, copied.
+    pub fn to_vec(&self) -> Vec<u8> {
+        [self.head, self.rest].concat()
+    }
+
+    /// The bytes in one slice, copied only when they lie in two pieces.
+    pub fn joined(&self) -> std::borrow::Cow<'a, [u8]> {
+        if self.rest.is_empty() {
+            std::borrow::Cow::Borrowed(self.head)
+        } else {
+            std::borrow::Cow::Owned([self.head, self.rest].concat())
         }
     }
 }
@@ -186,12 +257,20 @@ fn layout(b: &[u8]) -> (usize, u32, usize) {
 #[derive(Clone, Copy)]
 pub struct ItemRef<'a> {
     buf: &'a [u8],
+    /// The value's last bytes when they lie apart (a large item), else empty.
+    rest: &'a [u8],
 }
 
 impl<'a> ItemRef<'a> {
     #[inline]
     pub fn new(buf: &'a [u8]) -> Self {
-        Self { buf }
+        Self { buf, rest: &[] }
+    }
+
+    /// An item in two pieces: `head` from the header on, `rest` the value's last bytes.
+    #[inline]
+    pub fn split(head: &'a [u8], rest: &'a [u8]) -> Self {
+        Self { buf: head, rest }
     }
 
     #[inline]
@@ -217,10 +296,13 @@ impl<'a> ItemRef<'a> {
     }
 
     #[inline]
-    pub fn value(&self) -> &'a [u8] {
+    pub fn value(&self) -> Value<'a> {
         let (value_len, _, key_at) = layout(self.buf);
         let start = key_at + self.key_len();
-        &self.buf[start..start + value_len]
+        Value {
+            head: &self.buf[start..start + value_len - self.rest.len()],
+            rest: self.rest,
+        }
     }
 
     /// The bits, without the layout bit.
@@ -253,17 +335,25 @@ impl<'a> ItemRef<'a> {
 /// Write access to the mutable header fields of a stored item.
 pub struct ItemMut<'a> {
     buf: &'a mut [u8],
+    /// As in [`ItemRef`]: the value's last bytes when they lie apart.
+    rest: &'a mut [u8],
 }
 
 impl<'a> ItemMut<'a> {
     #[inline]
     pub fn new(buf: &'a mut [u8]) -> Self {
-        Self { buf }
+        Self { buf, rest: &mut [] }
+    }
+
+    /// As [`ItemRef::split`].
+    #[inline]
+    pub fn split(head: &'a mut [u8], rest: &'a mut [u8]) -> Self {
+        Self { buf: head, rest }
     }
 
     #[inline]
     pub fn as_ref(&self) -> ItemRef<'_> {
-        ItemRef::new(self.buf)
+        ItemRef::split(self.buf, self.rest)
     }
 
     /// Sets the bits, keeping the layout bit.
@@ -287,13 +377,15 @@ impl<'a> ItemMut<'a> {
         self.buf[CAS..CAS + 8].copy_from_slice(&cas.to_le_bytes());
     }
 
-    /// The value bytes, for in-place rewrites of the same length (decr).
-    #[inline]
-    pub fn value_mut(&mut self) -> &mut [u8] {
+    /// Rewrites the value in place as `text` padded with spaces to its length, as
+    /// memcached's `decr` does; `text` must not be longer than the value.
+    pub fn rewrite_value(&mut self, text: &[u8]) {
         let key_len = usize::from(self.buf[KEY_LEN]);
         let (value_len, _, key_at) = layout(self.buf);
         let start = key_at + key_len;
-        &mut self.buf[start..start + value_len]
+        let pad = vec![b' '; value_len - text.len()];
+        let head_end = start + value_len - self.rest.len();
+        copy_parts(&[text, &pad], [&mut self.buf[start..head_end], self.rest]);
     }
 }
 
@@ -316,16 +408,48 @@ mod tests {
         item.write(&mut buf);
         let r = ItemRef::new(&buf);
         assert_eq!(r.key(), b"key");
-        assert_eq!(r.value(), b"hello");
+        assert_eq!(r.value().joined().as_ref(), b"hello");
         assert_eq!(r.flags(), 0xdead_beef);
         assert_eq!((r.exptime(), r.atime(), r.cas()), (7, 3, u64::MAX - 1));
         assert_eq!(r.bits(), FETCHED | 2);
         assert_eq!(r.total_len(), FIXED_LEN + 1 + 4 + 8);
         let mut m = ItemMut::new(&mut buf);
         m.set_exptime(99);
-        m.value_mut().copy_from_slice(b"world");
+        m.rewrite_value(b"wor");
         assert_eq!(m.as_ref().exptime(), 99);
-        assert_eq!(m.as_ref().value(), b"world");
+        assert_eq!(m.as_ref().value().joined().as_ref(), b"wor  ");
+    }
+
+    #[test]
+    fn an_item_in_two_pieces_reads_and_rewrites_across_them() {
+        let value: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let item = NewItem {
+            key: b"big",
+            value: [&value[..3_000], &value[3_000..]],
+            flags: 9,
+            exptime: 1,
+            atime: 2,
+            cas: 3,
+            bits: 0,
+        };
+        let total = item.total_len();
+        for rest_len in [0, 1, 4_096, 8_192, 10_000] {
+            let mut head = vec![0u8; total - rest_len];
+            let mut rest = vec![0u8; rest_len];
+            item.write_split(&mut head, &mut rest);
+            let r = ItemRef::split(&head, &rest);
+            assert_eq!((r.key(), r.flags(), r.cas()), (&b"big"[..], 9, 3));
+            assert_eq!(r.value_len(), value.len());
+            assert_eq!(r.total_len(), total);
+            let v = r.value();
+            assert_eq!(v.parts()[1], &rest[..]);
+            assert_eq!(v.joined().as_ref(), &value[..]);
+            let mut m = ItemMut::split(&mut head, &mut rest);
+            m.rewrite_value(b"42");
+            let mut want = b"42".to_vec();
+            want.resize(value.len(), b' ');
+            assert_eq!(m.as_ref().value().joined().as_ref(), &want[..]);
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 //! commands are the same operations with them off (see `Store::store`, `Store::get`, ...).
 //! The operations themselves run on the shard (`shard/ops.rs`).
 
+pub use super::item::Value;
+
 /// A write with all its options. `Mode::Cas` is the classic command; meta sets give the
 /// CAS to compare in `compare_cas` with any mode.
 #[derive(Debug, Clone, Copy)]
@@ -84,7 +86,7 @@ pub enum StoreError {
 #[derive(Clone, Copy)]
 pub struct ItemView<'a> {
     pub key: &'a [u8],
-    pub value: &'a [u8],
+    pub value: Value<'a>,
     pub flags: u32,
     /// 0 when CAS is disabled.
     pub cas: u64,
@@ -122,7 +124,7 @@ pub type Steps = [u8; 4];
 #[derive(Clone, Copy)]
 pub struct ReadView<'a> {
     pub key: &'a [u8],
-    pub value: &'a [u8],
+    pub value: Value<'a>,
     pub flags: u32,
     /// 0 when CAS is disabled.
     pub cas: u64,

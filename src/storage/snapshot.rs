@@ -240,7 +240,9 @@ impl<'w, 's> BlockWriter<'w, 's> {
         p.extend_from_slice(&it.cas().to_le_bytes());
         p.extend_from_slice(&(value.len() as u32).to_le_bytes());
         p.extend_from_slice(key);
-        p.extend_from_slice(value);
+        for part in value.parts() {
+            p.extend_from_slice(part);
+        }
         self.records += 1;
         self.items += 1;
         Ok(())

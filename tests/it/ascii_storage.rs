@@ -373,3 +373,37 @@ fn a_failed_add_does_not_mark_the_item_fetched() {
         ]);
     });
 }
+
+/// Values over 32 KiB (which memcrab keeps as a head and whole pages) of lengths on and off
+/// page boundaries: read back, appended, prepended and counted by `decr` as one value.
+#[test]
+fn large_values_of_any_length_read_append_and_count_as_one_value() {
+    for_each_target(&["-I", "2m"], |_, c| {
+        for len in [32 * 1024 + 1, 25 * 4096, 100 * 1024 + 4095, 300_001] {
+            let value: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut set = format!("set k 5 0 {len}\r\n").into_bytes();
+            set.extend_from_slice(&value);
+            set.extend_from_slice(b"\r\n");
+            c.roundtrip(&set, b"STORED\r\n");
+            c.roundtrip(b"append k 0 0 4\r\n-end\r\n", b"STORED\r\n");
+            c.roundtrip(b"prepend k 0 0 6\r\nstart-\r\n", b"STORED\r\n");
+            let mut want = format!("VALUE k 5 {}\r\nstart-", len + 10).into_bytes();
+            want.extend_from_slice(&value);
+            want.extend_from_slice(b"-end\r\nEND\r\n");
+            c.roundtrip(b"get k\r\n", &want);
+            // A long number with leading zeros is a number; the shorter result is padded
+            // with spaces in place.
+            let mut number = vec![b'0'; len];
+            number[len - 1] = b'7';
+            let mut set = format!("set n 0 0 {len}\r\n").into_bytes();
+            set.extend_from_slice(&number);
+            set.extend_from_slice(b"\r\n");
+            c.roundtrip(&set, b"STORED\r\n");
+            c.roundtrip(b"decr n 3\r\n", b"4\r\n");
+            let mut want = format!("VALUE n 0 {len}\r\n4").into_bytes();
+            want.resize(want.len() + len - 1, b' ');
+            want.extend_from_slice(b"\r\nEND\r\n");
+            c.roundtrip(b"get n\r\n", &want);
+        }
+    });
+}

@@ -2,7 +2,7 @@
 //! with `-M`), a new segment from the pool while the budget allows, else room made by
 //! eviction ([`super::evict`]); items too large for a segment go to [`super::large`].
 
-use super::{Ctx, LARGE_SLOT, Loc, MAX_SEGMENTS, Segment, Shard, loc, split};
+use super::{Ctx, Loc, MAX_SEGMENTS, Segment, Shard, loc, split};
 use crate::storage::item::NewItem;
 use crate::storage::pool::{LARGE_ITEM, SEGMENT_SIZE};
 
@@ -30,20 +30,15 @@ impl Shard {
     ) -> Result<Loc, ()> {
         let len = new.total_len();
         let at = if len > LARGE_ITEM {
-            self.alloc_large(ctx, len)?
+            // Written as it is placed: a large item lies in two pieces.
+            self.alloc_large(ctx, new)?
         } else {
-            self.alloc_in_segment(ctx, len, on_probation)?
+            let at = self.alloc_in_segment(ctx, len, on_probation)?;
+            let (slot, off) = split(at);
+            let seg = self.segs[slot as usize].as_mut().expect("just allocated");
+            new.write(&mut seg.buf[off..off + len]);
+            at
         };
-        let (slot, off) = split(at);
-        let dst: &mut [u8] = if slot == LARGE_SLOT {
-            self.large[off].as_deref_mut().expect("just allocated")
-        } else {
-            &mut self.segs[slot as usize]
-                .as_mut()
-                .expect("just allocated")
-                .buf[off..off + len]
-        };
-        new.write(dst);
         self.link(ctx, hash, at);
         // A grown index may have pushed the charges past the limit: give back old segments
         // (never the head, which holds the new item).

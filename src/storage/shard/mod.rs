@@ -21,6 +21,7 @@
 mod alloc;
 mod evict;
 mod large;
+use large::Large;
 mod ops;
 mod snapshot;
 mod walk;
@@ -161,7 +162,7 @@ pub(crate) struct Shard {
     /// full, so an item read nowhere in that short window leaves early.
     probation: VecDeque<u32>,
     /// Items too large for a segment, each in its own allocation ([`large`]).
-    large: Vec<Option<Box<[u8]>>>,
+    large: Vec<Option<Large>>,
     large_free: Vec<u32>,
     large_hand: usize,
     /// Where the reaper resumes ([`walk`]).
@@ -173,25 +174,28 @@ pub(crate) struct Shard {
     pub(crate) stats: ShardStats,
 }
 
-/// Reads an item's bytes; a free function so that it can borrow these fields while the
-/// index is borrowed mutably.
-fn item_buf<'a>(segs: &'a [Option<Segment>], large: &'a [Option<Box<[u8]>>], at: Loc) -> &'a [u8] {
+/// Reads an item; a free function so that it can borrow these fields while the index is
+/// borrowed mutably.
+fn item_at<'a>(segs: &'a [Option<Segment>], large: &'a [Option<Large>], at: Loc) -> ItemRef<'a> {
     let (slot, off) = split(at);
     if slot == LARGE_SLOT {
         large[off]
-            .as_deref()
-            .expect("index points at a live large item")
-    } else {
-        &segs[slot as usize]
             .as_ref()
-            .expect("index points at a live segment")
-            .buf[off..]
+            .expect("index points at a live large item")
+            .item()
+    } else {
+        ItemRef::new(
+            &segs[slot as usize]
+                .as_ref()
+                .expect("index points at a live segment")
+                .buf[off..],
+        )
     }
 }
 
 /// The hash of the key of the item at `at`, for the index to move or displace its entry.
-fn hash_at(ctx: &Ctx<'_>, segs: &[Option<Segment>], large: &[Option<Box<[u8]>>], at: Loc) -> u64 {
-    ctx.hash(ItemRef::new(item_buf(segs, large, at)).key())
+fn hash_at(ctx: &Ctx<'_>, segs: &[Option<Segment>], large: &[Option<Large>], at: Loc) -> u64 {
+    ctx.hash(item_at(segs, large, at).key())
 }
 
 /// Points the index entry of an item that moved from `from` to `to`.
@@ -220,24 +224,25 @@ impl Shard {
     }
 
     pub(crate) fn item(&self, at: Loc) -> ItemRef<'_> {
-        ItemRef::new(item_buf(&self.segs, &self.large, at))
+        item_at(&self.segs, &self.large, at)
     }
 
     pub(crate) fn item_mut(&mut self, at: Loc) -> ItemMut<'_> {
         let (slot, off) = split(at);
-        let buf: &mut [u8] = if slot == LARGE_SLOT {
-            self.large[off].as_deref_mut().expect("live large item")
+        if slot == LARGE_SLOT {
+            self.large[off]
+                .as_mut()
+                .expect("live large item")
+                .item_mut()
         } else {
-            &mut self.segs[slot as usize].as_mut().expect("live segment").buf[off..]
-        };
-        ItemMut::new(buf)
+            ItemMut::new(&mut self.segs[slot as usize].as_mut().expect("live segment").buf[off..])
+        }
     }
 
     fn find(&self, hash: u64, key: &[u8]) -> Option<Loc> {
         let (segs, large) = (&self.segs, &self.large);
-        self.index.get(hash, |at| {
-            ItemRef::new(item_buf(segs, large, at)).key() == key
-        })
+        self.index
+            .get(hash, |at| item_at(segs, large, at).key() == key)
     }
 
     /// Finds a visible item; an expired or flushed one is unlinked and reported as such.
@@ -330,10 +335,11 @@ impl Shard {
         class.bytes += len as u64;
         self.stats.ops.total_items += 1;
         let (segs, large) = (&self.segs, &self.large);
-        let key = ItemRef::new(item_buf(segs, large, at)).key();
-        let old = match self.index.get_mut(hash, |l| {
-            ItemRef::new(item_buf(segs, large, l)).key() == key
-        }) {
+        let key = item_at(segs, large, at).key();
+        let old = match self
+            .index
+            .get_mut(hash, |l| item_at(segs, large, l).key() == key)
+        {
             Some(slot) => Some(std::mem::replace(slot, at)),
             None => {
                 self.index

@@ -142,7 +142,9 @@ impl Shard {
                 if !ctx.fits(w.key.len(), it.value_len() + w.value.len()) {
                     return Ok((StoreResult::NotStored, 0));
                 }
-                scratch.extend_from_slice(it.value());
+                for part in it.value().parts() {
+                    scratch.extend_from_slice(part);
+                }
                 let parts = if w.mode == Mode::Append {
                     [&scratch[..], w.value]
                 } else {
@@ -408,7 +410,7 @@ impl Shard {
         {
             return Ok(miss(DeltaResult::Exists));
         }
-        let Some(current) = parse_counter(it.value()) else {
+        let Some(current) = parse_counter(&it.value().joined()) else {
             return Ok(miss(DeltaResult::NonNumeric));
         };
         let (value_len, flags) = (it.value_len(), it.flags());
@@ -445,9 +447,7 @@ impl Shard {
         };
         if text.len() <= value_len {
             let mut it = self.item_mut(at);
-            let dst = it.value_mut();
-            dst[..text.len()].copy_from_slice(text);
-            dst[text.len()..].fill(b' ');
+            it.rewrite_value(text);
             it.set_cas(cas);
             it.set_atime(ctx.now);
             it.set_exptime(exptime);

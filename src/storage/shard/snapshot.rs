@@ -23,8 +23,8 @@ impl Shard {
             }
         }
         if main {
-            for buf in self.large.iter().flatten() {
-                let it = ItemRef::new(buf);
+            for large in self.large.iter().flatten() {
+                let it = large.item();
                 if ctx.validity(it) == Validity::Live {
                     f(it);
                 }

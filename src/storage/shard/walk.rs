@@ -154,8 +154,8 @@ impl Shard {
             if visited >= budget {
                 return false;
             }
-            if let Some(buf) = &self.large[pos.large] {
-                f(ItemRef::new(buf));
+            if let Some(large) = &self.large[pos.large] {
+                f(large.item());
             }
             pos.large += 1;
             visited += 1;

@@ -325,16 +325,31 @@ def wait_http(port, path="/healthz", timeout=METRICS_START_TIMEOUT):
 
 
 def start_with_metrics(start_server, *args):
-    """start_server(--metrics-port M, *args), once /healthz answers: (server, M)."""
+    """start_server(--metrics-port M, *args), once /healthz answers and the start-up probe's
+    connection has been counted closed: (server, M)."""
     for _ in range(3):
         mport = free_port()
         server = start_server("--metrics-port", str(mport), *args)
         if wait_http(mport) is not None:
+            wait_probe_closed(mport)
             return server, mport
         # the port was taken meanwhile (memcrab logs it and serves on): again
         server.expect_exit = True
         server.stop()
     pytest.fail(f"/healthz never answered; log:\n{server.log_tail()}")
+
+
+def wait_probe_closed(mport, timeout=5.0):
+    """The server's start-up check opened and closed one connection (support.py,
+    `_wait_accepting`); the server counts that close when it gets to it, which on a busy
+    machine can be after a test has read its baseline. Wait until it is counted."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        closed = scrape(mport).series("memcrab_connections_closed_total")
+        if sum(closed.values()) >= 1:
+            return
+        time.sleep(0.02)
+    pytest.fail("the start-up probe's connection was never counted closed")
 
 
 def listening_ports(pid):

@@ -383,9 +383,14 @@ impl<'a> ItemMut<'a> {
         let key_len = usize::from(self.buf[KEY_LEN]);
         let (value_len, _, key_at) = layout(self.buf);
         let start = key_at + key_len;
-        let pad = vec![b' '; value_len - text.len()];
         let head_end = start + value_len - self.rest.len();
-        copy_parts(&[text, &pad], [&mut self.buf[start..head_end], self.rest]);
+        let mut text = text;
+        for dst in [&mut self.buf[start..head_end], &mut *self.rest] {
+            let n = text.len().min(dst.len());
+            dst[..n].copy_from_slice(&text[..n]);
+            dst[n..].fill(b' ');
+            text = &text[n..];
+        }
     }
 }
 

@@ -164,9 +164,7 @@ impl Context {
             if with_key {
                 out.extend_from_slice(it.key);
             }
-            for part in it.value.parts() {
-                out.extend_from_slice(part);
-            }
+            it.value.append_to(out);
         });
         if touch.is_none() {
             self.detail(key, dump::DetailOp::Get { hit: hit.is_some() });

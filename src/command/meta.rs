@@ -156,9 +156,7 @@ impl Context {
             }
             out.extend_from_slice(b"\r\n");
             if send_value {
-                for part in it.value.parts() {
-                    out.extend_from_slice(part);
-                }
+                it.value.append_to(out);
                 out.extend_from_slice(b"\r\n");
             }
         });

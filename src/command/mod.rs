@@ -321,9 +321,7 @@ impl Context {
                     out.extend_from_slice(num.format(it.cas).as_bytes());
                 }
                 out.extend_from_slice(b"\r\n");
-                for part in it.value.parts() {
-                    out.extend_from_slice(part);
-                }
+                it.value.append_to(out);
                 out.extend_from_slice(b"\r\n");
             });
             match admit {

@@ -203,14 +203,6 @@ pub struct Value<'a> {
 }
 
 impl<'a> Value<'a> {
-    /// A value in one piece.
-    pub fn whole(bytes: &'a [u8]) -> Self {
-        Value {
-            head: bytes,
-            rest: &[],
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.head.len() + self.rest.len()
     }
@@ -224,9 +216,15 @@ impl<'a> Value<'a> {
         [self.head, self.rest]
     }
 
+    /// Appends the bytes to `out` (a reply, a record), both pieces in order.
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.head);
+        out.extend_from_slice(self.rest);
+    }
+
     /// The bytes, copied.
     pub fn to_vec(&self) -> Vec<u8> {
-        [self.head, self.rest].concat()
+        self.joined().into_owned()
     }
 
     /// The bytes in one slice, copied only when they lie in two pieces.

@@ -240,9 +240,7 @@ impl<'w, 's> BlockWriter<'w, 's> {
         p.extend_from_slice(&it.cas().to_le_bytes());
         p.extend_from_slice(&(value.len() as u32).to_le_bytes());
         p.extend_from_slice(key);
-        for part in value.parts() {
-            p.extend_from_slice(part);
-        }
+        value.append_to(p);
         self.records += 1;
         self.items += 1;
         Ok(())

@@ -142,9 +142,7 @@ impl Shard {
                 if !ctx.fits(w.key.len(), it.value_len() + w.value.len()) {
                     return Ok((StoreResult::NotStored, 0));
                 }
-                for part in it.value().parts() {
-                    scratch.extend_from_slice(part);
-                }
+                it.value().append_to(&mut scratch);
                 let parts = if w.mode == Mode::Append {
                     [&scratch[..], w.value]
                 } else {

@@ -96,9 +96,23 @@ pub mod spare {
 
     /// Bytes of spare reply buffers kept per thread.
     pub const SPARE_BYTES: usize = 2 << 20;
+    /// Small reply buffers (at most [`REPLY_FLOOR`]) kept per thread. A connection gives its
+    /// reply buffer back each time it waits for its next request, so without these every
+    /// unpipelined request costs an allocation and a free. A worker drives one connection at
+    /// a time, so a few cover it; at most 8 x 16 KiB stay per thread.
+    pub const SMALL_KEPT: usize = 8;
 
     thread_local! {
         static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+        static SMALL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A reply buffer for a connection that has none: a kept small one, or a new one of
+    /// `initial` bytes.
+    pub fn take_small(initial: usize) -> Vec<u8> {
+        SMALL
+            .with(|s| s.borrow_mut().pop())
+            .unwrap_or_else(|| Vec::with_capacity(initial))
     }
 
     /// The smallest spare buffer of at least `min` bytes, if one is kept.
@@ -106,13 +120,21 @@ pub mod spare {
         SPARE.with(|s| take_fitting(&mut s.borrow_mut(), min, Vec::capacity))
     }
 
-    /// Keeps `buf` for a later reply if it is larger than the floor and fits the thread's
-    /// allowance; frees it otherwise.
+    /// Keeps `buf` for a later reply: a small one among the [`SMALL_KEPT`], a larger one
+    /// if it fits the thread's allowance; frees it otherwise.
     pub fn give(mut buf: Vec<u8>) {
+        buf.clear();
         if buf.capacity() <= REPLY_FLOOR {
+            if buf.capacity() > 0 {
+                SMALL.with(|s| {
+                    let mut small = s.borrow_mut();
+                    if small.len() < SMALL_KEPT {
+                        small.push(buf);
+                    }
+                });
+            }
             return;
         }
-        buf.clear();
         SPARE.with(|s| keep_within(&mut s.borrow_mut(), buf, SPARE_BYTES, Vec::capacity));
     }
 
@@ -220,6 +242,29 @@ mod tests {
             charged,
             sent: 0,
         }
+    }
+
+    #[test]
+    fn small_reply_buffers_given_back_are_reused_and_a_few_are_kept() {
+        let mut given = Vec::new();
+        for _ in 0..spare::SMALL_KEPT + 3 {
+            let mut buf = Vec::with_capacity(4096);
+            buf.extend_from_slice(b"END\r\n");
+            given.push(buf.as_ptr());
+            spare::give(buf);
+        }
+        // The first SMALL_KEPT come back emptied, newest first; the rest were freed.
+        for &ptr in given[..spare::SMALL_KEPT].iter().rev() {
+            let buf = spare::take_small(4096);
+            assert_eq!(buf.as_ptr(), ptr);
+            assert!(buf.is_empty());
+            assert_eq!(buf.capacity(), 4096);
+        }
+        // The pool is empty now: a new buffer of the asked size.
+        assert_eq!(spare::take_small(1024).capacity(), 1024);
+        // A buffer past the floor never lands among the small ones.
+        spare::give(Vec::with_capacity(REPLY_FLOOR + 1));
+        assert!(spare::take_small(64).capacity() < REPLY_FLOOR + 1);
     }
 
     #[test]

@@ -500,7 +500,7 @@ impl Connection {
             }
             self.info.state.store(state::PARSE_CMD, Ordering::Relaxed);
             if self.out.capacity() == 0 {
-                self.out.reserve(OUT_INITIAL);
+                self.out = spare::take_small(OUT_INITIAL);
             }
             let mark = self.out.len();
             let started = env.measure.then(std::time::Instant::now);

@@ -528,7 +528,13 @@ impl Connection {
                 }
                 Err(step) => return step,
             };
-            self.rbuf.advance(used);
+            if used == self.rbuf.len() {
+                // All of it: the view keeps its start, so the buffer goes back to the pool
+                // (or takes the next read) whole, without reclaiming the consumed front.
+                self.rbuf.clear();
+            } else {
+                self.rbuf.advance(used);
+            }
             self.settle(ctx);
             *handled += 1;
             match outcome {

@@ -37,16 +37,20 @@ impl<'a> Tokens<'a> {
     }
 
     fn split(line: &'a [u8], max: usize) -> Self {
-        let mut items = [&line[..0]; MAX_TOKENS];
-        let mut count = 0;
+        // Filled where it is returned: built from a local array, the 380-byte struct
+        // was copied out with a `memcpy` per line.
+        let mut tokens = Self {
+            items: [&line[..0]; MAX_TOKENS],
+            count: 0,
+        };
         for token in line.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
-            if count == max {
+            if tokens.count == max {
                 break;
             }
-            items[count] = token;
-            count += 1;
+            tokens.items[tokens.count] = token;
+            tokens.count += 1;
         }
-        Self { items, count }
+        tokens
     }
 
     pub(super) fn len(&self) -> usize {

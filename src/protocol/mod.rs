@@ -16,8 +16,6 @@ mod request;
 mod tests;
 mod tokens;
 
-use memchr::memchr;
-
 pub use request::{
     Dropped, Limits, MAX_KEY_LEN, Meta, MetaCommand, MetaFlags, Parsed, ProtocolError, Request,
     ShutdownMode, StoreMode,
@@ -39,7 +37,7 @@ pub const MAX_GET_LINE: usize = 1 << 20;
 /// Parses the first request in `buf`: finds its line, then hands the line to the meta parser
 /// when its command word is a meta command's, to the classic text parser otherwise.
 pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
-    let Some(nl) = memchr(b'\n', buf) else {
+    let Some(nl) = tokens::find_short(b'\n', buf) else {
         let too_long = if is_multiget(buf) {
             buf.len() > MAX_GET_LINE
         } else {

@@ -86,21 +86,23 @@ impl BufferBudget {
 
 /// Reply buffers larger than the floor, kept per worker thread between requests: a value of
 /// 100 KiB would otherwise cost a fresh mapping, its page faults and an `munmap` per `get`
-/// (allocations this large are mappings of their own, see `main`'s allocator tuning). At
-/// most `SPARE_BYTES` a thread; not charged to the budget (ARCHITECTURE.md counts it per
-/// thread).
+/// (allocations this large are mappings of their own, see `main`'s allocator tuning). With
+/// a few small ones (one per request otherwise), at most `SPARE_BYTES` a thread; not
+/// charged to the budget (ARCHITECTURE.md counts it per thread).
 pub mod spare {
     use std::cell::RefCell;
 
     use super::REPLY_FLOOR;
 
-    /// Bytes of spare reply buffers kept per thread.
+    /// Bytes of spare reply buffers kept per thread, the small ones included.
     pub const SPARE_BYTES: usize = 2 << 20;
     /// Small reply buffers (at most [`REPLY_FLOOR`]) kept per thread. A connection gives its
     /// reply buffer back each time it waits for its next request, so without these every
     /// unpipelined request costs an allocation and a free. A worker drives one connection at
-    /// a time, so a few cover it; at most 8 x 16 KiB stay per thread.
+    /// a time, so a few cover it.
     pub const SMALL_KEPT: usize = 8;
+    /// What the larger spare buffers may take of [`SPARE_BYTES`]: the rest is the small ones'.
+    const LARGE_SPARE_BYTES: usize = SPARE_BYTES - SMALL_KEPT * REPLY_FLOOR;
 
     thread_local! {
         static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
@@ -135,7 +137,7 @@ pub mod spare {
             }
             return;
         }
-        SPARE.with(|s| keep_within(&mut s.borrow_mut(), buf, SPARE_BYTES, Vec::capacity));
+        SPARE.with(|s| keep_within(&mut s.borrow_mut(), buf, LARGE_SPARE_BYTES, Vec::capacity));
     }
 
     /// Takes the smallest buffer of a pool with at least `min` bytes of capacity.
